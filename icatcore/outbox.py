@@ -67,3 +67,16 @@ class OutboxMessage:
             created=fields["created"],
             query=tuple((str(k), str(v)) for k, v in fields["query"]),
         )
+
+
+def icat_message(*, id: str, created: float, kind: Kind, queue: str, xml: bytes) -> OutboxMessage:
+    """An ICAT ingester message: XML for the queue named by `queueName`."""
+    return OutboxMessage(
+        id=id,
+        channel=Channel.ICAT,
+        kind=kind,
+        destination=queue,
+        body=xml,
+        content_type="application/xml",
+        created=created,
+    )

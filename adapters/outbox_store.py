@@ -1,0 +1,241 @@
+"""The durable outbox: messages the devices promised to deliver, on local disk.
+
+A registration that is not in the outbox when the Tango call returns can be lost by
+a crash, so `put` commits with an fsync (SQLite WAL, ``synchronous=FULL``) before it
+returns. Senders read the oldest messages, deliver them and `confirm` them only when
+the receiver said it has them; a message the receiver refused for good is `set_aside`
+(kept in a table of its own, never deleted) so that it stops blocking later ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from icatcore.outbox import Channel, Kind, OutboxMessage
+
+DB_NAME = "outbox.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    header BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (channel, seq);
+CREATE TABLE IF NOT EXISTS set_aside (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    header BLOB NOT NULL,
+    body BLOB NOT NULL,
+    error TEXT NOT NULL,
+    set_aside_at REAL NOT NULL
+);
+"""
+
+
+class OutboxUnavailable(RuntimeError):
+    """The outbox cannot be opened or written: nothing new can be promised.
+
+    The message names the path and what an operator can do about it, because the
+    device shows it in its Status.
+    """
+
+
+def _advice(path: Path, error: BaseException) -> str:
+    text = str(error)
+    lowered = text.lower()
+    if "full" in lowered or "too large" in lowered or "no space" in lowered:
+        fix = "free disk space on that file system (or give the outbox another directory)"
+    elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+        fix = "make the directory writable by the user running the device server"
+    else:
+        fix = (
+            "check that the directory exists, is writable by the device server's user "
+            "and that its disk is not full"
+        )
+    return f"outbox {path} is unavailable ({text}): {fix}"
+
+
+class OutboxStore:
+    """Messages not yet confirmed by their receiver, oldest first, per channel.
+
+    Thread-safe: one SQLite connection guarded by a lock (writers serialize in SQLite
+    anyway, and one connection keeps a put at one fsync).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.db_path = self.path / DB_NAME
+        self._lock = threading.Lock()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except (OSError, sqlite3.Error) as error:
+            raise OutboxUnavailable(_advice(self.path, error)) from error
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise OutboxUnavailable(
+                    f"outbox {self.path} is unavailable: its file system does not support "
+                    "SQLite write-ahead logging; put the outbox on a local disk"
+                )
+            conn.execute("PRAGMA synchronous=FULL")
+            # A small WAL is soon reused instead of grown: overwriting needs a cheap
+            # fdatasync, growing the file a full fsync (measured 0.4 ms against 3.5 ms).
+            conn.execute("PRAGMA wal_autocheckpoint=200")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            conn.close()
+            raise OutboxUnavailable(_advice(self.path, error)) from error
+        self._conn: sqlite3.Connection | None = conn
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise OutboxUnavailable(f"outbox {self.path} is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as error:
+                if self._conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                raise OutboxUnavailable(_advice(self.path, error)) from error
+
+    def put(self, msg: OutboxMessage) -> None:
+        """Store a message; on return it survives a crash or power cut.
+
+        Putting an id that is already waiting does nothing: a retried call does not
+        produce a second registration.
+        """
+        with self._locked() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT OR IGNORE INTO outbox (id, channel, kind, created, header, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    msg.id,
+                    msg.channel.value,
+                    msg.kind.value,
+                    msg.created,
+                    msg.header(),
+                    msg.body,
+                ),
+            )
+            conn.execute("COMMIT")
+
+    def pending(self, channel: Channel, limit: int = 100) -> list[OutboxMessage]:
+        """The oldest `limit` messages of a channel, in the order they were put."""
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT header, body FROM outbox WHERE channel = ? ORDER BY seq LIMIT ?",
+                (channel.value, limit),
+            ).fetchall()
+        return [OutboxMessage.from_stored(bytes(h), bytes(b)) for h, b in rows]
+
+    def pending_after(
+        self, channel: Channel, after_seq: int, limit: int = 100
+    ) -> list[tuple[int, OutboxMessage]]:
+        """Like `pending`, with each message's position, starting after `after_seq`.
+
+        A sender with messages in flight reads only what it has not sent yet.
+        """
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT seq, header, body FROM outbox WHERE channel = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (channel.value, after_seq, limit),
+            ).fetchall()
+        return [(int(s), OutboxMessage.from_stored(bytes(h), bytes(b))) for s, h, b in rows]
+
+    def confirm(self, message_id: str) -> None:
+        """The receiver has the message: forget it."""
+        self.confirm_many((message_id,))
+
+    def confirm_many(self, message_ids: Iterable[str]) -> None:
+        """Confirm several messages in one commit (one fsync for a batch of receipts)."""
+        ids = [(i,) for i in message_ids]
+        if not ids:
+            return
+        with self._locked() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM outbox WHERE id = ?", ids)
+            conn.execute("COMMIT")
+
+    def set_aside(self, message_id: str, error: str, now: float | None = None) -> None:
+        """Move a message its receiver refused for good out of the delivery order.
+
+        It is kept with the refusal so that someone can look at it; it is never deleted.
+        """
+        when = time.time() if now is None else now
+        with self._locked() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO set_aside"
+                " (id, channel, kind, created, header, body, error, set_aside_at)"
+                " SELECT id, channel, kind, created, header, body, ?, ?"
+                " FROM outbox WHERE id = ?",
+                (error, when, message_id),
+            )
+            conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+            conn.execute("COMMIT")
+
+    def count(self, channel: Channel | None = None, kind: Kind | None = None) -> int:
+        """How many messages wait for a confirmation."""
+        sql = "SELECT COUNT(*) FROM outbox"
+        where, args = self._filter(channel, kind)
+        with self._locked() as conn:
+            row = conn.execute(sql + where, args).fetchone()
+        return int(row[0])
+
+    def oldest_created(self, channel: Channel | None = None) -> float | None:
+        """Creation time of the oldest waiting message, None when nothing waits."""
+        where, args = self._filter(channel, None)
+        with self._locked() as conn:
+            row = conn.execute("SELECT MIN(created) FROM outbox" + where, args).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def set_aside_count(self) -> int:
+        with self._locked() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM set_aside").fetchone()
+        return int(row[0])
+
+    def set_aside_messages(self) -> list[tuple[OutboxMessage, str]]:
+        """Refused messages with their refusal, oldest first."""
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT header, body, error FROM set_aside ORDER BY seq"
+            ).fetchall()
+        return [(OutboxMessage.from_stored(bytes(h), bytes(b)), str(e)) for h, b, e in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @staticmethod
+    def _filter(channel: Channel | None, kind: Kind | None) -> tuple[str, tuple[str, ...]]:
+        clauses: list[str] = []
+        args: list[str] = []
+        if channel is not None:
+            clauses.append("channel = ?")
+            args.append(channel.value)
+        if kind is not None:
+            clauses.append("kind = ?")
+            args.append(kind.value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)

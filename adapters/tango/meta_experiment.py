@@ -1,0 +1,184 @@
+"""The MetaExperiment Tango device: proposal, sample and data root of the beamline session."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import tango
+from tango import AttrWriteType, DevState
+from tango.server import Device, attribute, command, device_property, run
+
+from adapters.tango import common
+from adapters.tango.link import Followers
+from adapters.tango.outlet import Outlet
+from icatcore import config, messages
+from icatcore.errors import ConfigurationError
+from icatcore.outbox import Kind, icat_message
+from icatcore.records import Experiment
+from statecharts.effects import AnnounceInvestigation, Effect, PublishExperiment
+from statecharts.meta_experiment import MetaExperimentChart, Settings
+
+MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"}
+
+
+class MetaExperiment(Device):  # type: ignore[misc]
+    """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
+
+    beamlineID = device_property(dtype=str, default_value="")
+    outboxDirectory = device_property(dtype=(str,), default_value=[])
+
+    def init_device(self) -> None:
+        super().init_device()
+        self.lock = threading.RLock()
+        self.followers = Followers(self.get_name())
+        self.outlet: Outlet | None = None
+        self.chart = MetaExperimentChart(Settings(beamline=""))
+        for name in ("State", "Status", *MEMORIZED):
+            self.set_change_event(name, True, False)
+        self.configure()
+
+    def delete_device(self) -> None:
+        if self.outlet is not None:
+            self.outlet.close()
+
+    def configure(self) -> None:
+        """Read the properties; a bad one is a FAULT that names it, never a crash."""
+        try:
+            settings = config.meta_experiment(common.properties(self))
+            if self.outlet is None:
+                directory = common.state_directory(self.outboxDirectory, self.get_name())
+                self.outlet = Outlet(directory, settings.delivery)
+        except ConfigurationError as error:
+            self.chart.handle("fail", problem=str(error))
+        except OSError as error:
+            self.chart.handle("fail", problem=f"the outbox cannot be opened: {error}")
+        else:
+            self.chart.settings = Settings(beamline=settings.beamline)
+            self.chart.restore(self.memorized())
+            if self.chart.current_state_value == "fault":
+                self.chart.handle("reset", problem="")
+        self.publish_state()
+
+    # -- attributes -----------------------------------------------------------------
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True)
+    def proposal(self) -> str:
+        return self.chart.experiment.proposal
+
+    @proposal.write
+    def proposal(self, name: str) -> None:
+        self.event("write_proposal", name=common.text_argument(name, "proposal"), at=common.now())
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True)
+    def sample(self) -> str:
+        return self.chart.experiment.sample
+
+    @sample.write
+    def sample(self, name: str) -> None:
+        self.event("write_sample", name=common.text_argument(name, "sample"))
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True)
+    def dataRoot(self) -> str:
+        return self.chart.experiment.data_root
+
+    @dataRoot.write
+    def dataRoot(self, path: str) -> None:
+        self.event("write_data_root", path=common.text_argument(path, "dataRoot"))
+
+    @attribute(dtype=(str,), max_dim_x=256)
+    def followers(self) -> list[str]:
+        return self.followers.names()
+
+    # -- commands -------------------------------------------------------------------
+
+    @command(dtype_in=str, dtype_out=str)
+    def Follow(self, follower: str) -> str:
+        """A MetadataManager asks to be told every change; the answer is the experiment now."""
+        with self.lock:
+            self.followers.add(follower)
+            return self.followers.encode(self.chart.experiment)
+
+    @command
+    def Reset(self) -> None:
+        with self.lock, common.client_errors("MetaExperiment.Reset"):
+            try:
+                settings = config.meta_experiment(common.properties(self))
+            except ConfigurationError as error:
+                self.chart.handle("reset", problem=str(error))
+            else:
+                self.chart.settings = Settings(beamline=settings.beamline)
+                self.chart.handle("reset", problem="")
+            self.publish_state()
+
+    # -- the shell: event in, effects out -------------------------------------------
+
+    def event(self, name: str, **arguments: object) -> None:
+        with self.lock, common.client_errors(f"MetaExperiment.{name}"):
+            self.run(self.chart.handle(name, **arguments))
+            self.publish_state()
+
+    def run(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, PublishExperiment):
+                self.memorize(effect.experiment)
+                self.followers.publish(effect.experiment)
+                self.push_experiment(effect.experiment)
+            elif isinstance(effect, AnnounceInvestigation) and self.outlet is not None:
+                self.outlet.put(
+                    icat_message(
+                        id=common.new_id(),
+                        created=common.epoch(),
+                        kind=Kind.INVESTIGATION,
+                        queue=self.outlet.queue,
+                        xml=messages.investigation_xml(effect.investigation),
+                    )
+                )
+
+    def publish_state(self) -> None:
+        state = DevState.FAULT if self.chart.current_state_value == "fault" else DevState.ON
+        status = self.chart.status()
+        if self.outlet is not None:
+            status = f"{status}\n{self.outlet.status_line()}"
+        self.set_state(state)
+        self.set_status(status)
+        self.push_change_event("State", state)
+        self.push_change_event("Status", status)
+
+    def push_experiment(self, experiment: Experiment) -> None:
+        self.push_change_event("proposal", experiment.proposal)
+        self.push_change_event("sample", experiment.sample)
+        self.push_change_event("dataRoot", experiment.data_root)
+
+    # -- memorized attributes: kept in the Tango database, like Tango's own ---------
+
+    def memorized(self) -> Experiment:
+        try:
+            found = tango.Util.instance().get_database().get_device_attribute_property(
+                self.get_name(), list(MEMORIZED)
+            )
+        except tango.DevFailed:
+            return Experiment()
+        values = {
+            field: (found.get(name, {}).get("__value") or [""])[0]
+            for name, field in MEMORIZED.items()
+        }
+        return Experiment(**values)
+
+    def memorize(self, experiment: Experiment) -> None:
+        """The chart changed attributes no client wrote: keep them for a restart too."""
+        try:
+            tango.Util.instance().get_database().put_device_attribute_property(
+                self.get_name(),
+                {
+                    name: {"__value": [getattr(experiment, field)]}
+                    for name, field in MEMORIZED.items()
+                },
+            )
+        except tango.DevFailed as error:
+            common.log.warning("could not memorize the experiment: %s", error.args[0].desc)
+
+
+def main(args: list[str] | None = None) -> int:
+    run((MetaExperiment,), args=["MetaExperiment", *(sys.argv[1:] if args is None else args)])
+    return 0

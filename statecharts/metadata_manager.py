@@ -1,0 +1,325 @@
+"""The MetadataManager: one technique's datasets, following one MetaExperiment.
+
+The state follows the facts (SPEC, "MetadataManager / States"): the facts change by
+events, and eventless transitions move the state to where the facts say it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from statemachine import State, StateChart
+
+from icatcore import definitions
+from icatcore.errors import InvalidInput
+from icatcore.folders import DEFAULT_PATTERN, data_folder
+from icatcore.records import DatasetRecord, Experiment, ParameterValue, sample_specified
+from statecharts.effects import Effect, Refused, RegisterDataset
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The configuration the chart needs, already parsed and checked."""
+
+    beamline: str
+    meta_experiment: str
+    data_folder_pattern: str = DEFAULT_PATTERN
+
+
+class MetadataManagerChart(StateChart):  # type: ignore[misc]
+    allow_event_without_transition = False
+    catch_errors_as_events = False
+
+    off = State("OFF", initial=True)
+    standby = State("STANDBY")
+    on = State("ON")
+    running = State("RUNNING")
+    fault = State("FAULT")
+
+    # The state follows the facts.
+    off.to(standby, cond="experiment_open")
+    standby.to(off, unless="experiment_open")
+    standby.to(on, cond="dataset_named")
+    on.to(standby, unless="dataset_named")
+
+    experiment_changed = (
+        running.to(standby, cond="experiment_differs", before="end_for_new_experiment")
+        | running.to.itself(internal=True)
+        | off.to.itself(internal=True)
+        | standby.to.itself(internal=True)
+        | on.to.itself(internal=True)
+        | fault.to.itself(
+            internal=True,
+            cond=["dataset_started", "experiment_differs"],
+            before="end_for_new_experiment",
+        )
+        | fault.to.itself(internal=True)
+    )
+    experiment_lost = (
+        off.to.itself(internal=True)
+        | standby.to.itself(internal=True)
+        | on.to.itself(internal=True)
+        | running.to.itself(internal=True)
+        | fault.to.itself(internal=True)
+    )
+    name_dataset = standby.to.itself(
+        internal=True, cond="sample_known", validators="valid_dataset_name"
+    ) | on.to.itself(internal=True, validators="valid_dataset_name")
+    set_parameters = (
+        standby.to.itself(internal=True, validators="valid_values")
+        | on.to.itself(internal=True, validators="valid_values")
+        | running.to.itself(internal=True, validators="valid_values")
+    )
+    add_file = running.to.itself(internal=True, validators="valid_file")
+    start_dataset = on.to(running)
+    end_dataset = running.to(standby)
+    abort_dataset = running.to(standby)
+    fail = (
+        off.to(fault)
+        | standby.to(fault)
+        | on.to(fault)
+        | running.to(fault)
+        | fault.to.itself(internal=True)
+    )
+    storage_failed = fault.from_(off, standby, on, running, fault)
+    reset = (
+        fault.to.itself(internal=True, cond="still_broken")
+        | fault.to(running, cond="dataset_started")
+        | fault.to(off)
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.linked = False
+        self.experiment = Experiment()
+        self.dataset_name = ""
+        self.parameters: dict[str, ParameterValue] = {}
+        self.files: list[str] = []
+        self.started_at: datetime | None = None
+        self.location = ""
+        self.problem = ""
+        self.unsaved: list[DatasetRecord] = []
+        self.effects: list[Effect] = []
+        super().__init__()
+
+    # -- guards: named after the SPEC's words --------------------------------------
+
+    def experiment_open(self) -> bool:
+        return self.linked and bool(self.experiment.proposal)
+
+    def sample_known(self) -> bool:
+        return sample_specified(self.experiment.sample)
+
+    def dataset_named(self) -> bool:
+        return self.sample_known() and bool(self.dataset_name)
+
+    def dataset_started(self) -> bool:
+        return self.started_at is not None
+
+    def experiment_differs(self, experiment: Experiment) -> bool:
+        return (experiment.proposal, experiment.sample) != (
+            self.experiment.proposal,
+            self.experiment.sample,
+        )
+
+    def still_broken(self, problem: str = "") -> bool:
+        return bool(problem)
+
+    # -- validators: bad input changes nothing -------------------------------------
+
+    def valid_dataset_name(self, name: str) -> None:
+        definitions.check_dataset_name(name)
+
+    def valid_values(self, values: Mapping[str, ParameterValue]) -> None:
+        unknown = definitions.unknown_parameters(values)
+        if unknown:
+            raise InvalidInput(
+                f"unknown ICAT parameter name(s): {', '.join(unknown)}; "
+                "use names from icat-esrf-definitions"
+            )
+        for name, value in values.items():
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if isinstance(item, str):
+                    definitions.check_text(name, item, multiline=True)
+
+    def valid_file(self, path: str) -> None:
+        definitions.check_text("lastDataFile", path)
+
+    # -- actions -------------------------------------------------------------------
+
+    def on_experiment_changed(self, experiment: Experiment, at: datetime | None = None) -> None:
+        if self.experiment_differs(experiment):
+            self.dataset_name = ""
+        self.experiment = experiment
+        self.linked = True
+
+    def on_experiment_lost(self) -> None:
+        self.linked = False
+
+    def on_name_dataset(self, name: str) -> None:
+        self.dataset_name = name
+
+    def on_set_parameters(self, values: Mapping[str, ParameterValue]) -> None:
+        self.parameters.update(values)
+
+    def on_add_file(self, path: str) -> None:
+        self.files.append(path)
+
+    def on_start_dataset(self, at: datetime) -> None:
+        self.started_at = at
+        self.location = self.data_folder()
+
+    def on_end_dataset(self, at: datetime) -> None:
+        self._register(at, complete=True)
+
+    def on_abort_dataset(self, at: datetime) -> None:
+        self._register(at, complete=False)
+
+    def end_for_new_experiment(self, at: datetime) -> None:
+        self._register(at, complete=True)
+
+    def on_fail(self, problem: str) -> None:
+        self.problem = problem
+
+    def on_storage_failed(self, problem: str, dataset: DatasetRecord | None = None) -> None:
+        self.problem = problem
+        if dataset is not None:
+            self.unsaved.append(dataset)
+
+    def on_reset(self, problem: str = "") -> None:
+        self.problem = problem
+        if not problem:
+            self.effects.extend(RegisterDataset(dataset) for dataset in self.unsaved)
+            self.unsaved.clear()
+
+    def _register(self, at: datetime, *, complete: bool) -> None:
+        assert self.started_at is not None
+        self.effects.append(
+            RegisterDataset(
+                DatasetRecord(
+                    proposal=self.experiment.proposal,
+                    beamline=self.settings.beamline,
+                    name=self.dataset_name,
+                    location=self.location,
+                    sample=self.experiment.sample,
+                    start=self.started_at,
+                    end=at,
+                    complete=complete,
+                    parameters=dict(self.parameters),
+                    datafiles=tuple(self.files),
+                )
+            )
+        )
+        self.dataset_name = ""
+        self.parameters = {}
+        self.files = []
+        self.started_at = None
+        self.location = ""
+
+    # -- what the device shows -----------------------------------------------------
+
+    @property
+    def state_name(self) -> str:
+        return str(next(iter(self.configuration)).name)
+
+    def data_folder(self) -> str:
+        if self.current_state_value == "off" and not self.dataset_started():
+            return self.settings.data_folder_pattern
+        return data_folder(
+            self.settings.data_folder_pattern,
+            data_root=self.experiment.data_root,
+            proposal=self.experiment.proposal,
+            beamline=self.settings.beamline,
+            sample=self.experiment.sample,
+            dataset=self.dataset_name,
+        )
+
+    def status(self) -> str:
+        return describe(self)
+
+    def take_effects(self) -> list[Effect]:
+        effects, self.effects = self.effects, []
+        return effects
+
+    def handle(self, event: str, **arguments: Any) -> list[Effect]:
+        """Send one event; a refusal raises `Refused` with the words the client will read."""
+        try:
+            self.send(event, **arguments)
+        except self.TransitionNotAllowed:
+            raise Refused(why_not(self, event)) from None
+        return self.take_effects()
+
+    def restore(self, *, experiment: Experiment | None, dataset_name: str) -> None:
+        """Take back what a restart kept (memorized attributes), without new effects."""
+        if experiment is not None:
+            self.handle("experiment_changed", experiment=experiment, at=None)
+        if dataset_name and self.current_state_value == "standby" and self.sample_known():
+            self.handle("name_dataset", name=dataset_name)
+
+
+EVENT_NAMES = {
+    "name_dataset": "datasetName cannot be written",
+    "set_parameters": "parameters cannot be set",
+    "add_file": "lastDataFile cannot be written",
+    "start_dataset": "StartDataset is not allowed",
+    "end_dataset": "EndDataset is not allowed",
+    "abort_dataset": "AbortDataset is not allowed",
+    "reset": "Reset is not needed",
+}
+
+
+def why_not(chart: MetadataManagerChart, event: str) -> str:
+    """The refusal text: what was asked, the state, what is missing, what to do."""
+    asked = EVENT_NAMES.get(event, f"{event} is not allowed")
+    return f"{asked} in {chart.state_name}: {_missing(chart, event)}"
+
+
+def _missing(chart: MetadataManagerChart, event: str) -> str:
+    state = chart.current_state_value
+    meta = chart.settings.meta_experiment
+    if state == "fault":
+        return f"the device is in FAULT ({chart.problem}); fix it, then call Reset"
+    if event == "reset":
+        return "Reset only leaves FAULT"
+    if state == "running":
+        return (
+            f"dataset {chart.dataset_name!r} is RUNNING; call EndDataset or AbortDataset first"
+        )
+    if event in ("end_dataset", "abort_dataset", "add_file"):
+        return "no dataset is running; call StartDataset first"
+    if not chart.linked:
+        return f"MetaExperiment {meta} cannot be reached; start it"
+    if not chart.experiment.proposal:
+        return f"no proposal; write proposal on {meta}"
+    if not chart.sample_known():
+        return f"the sample is not specified; write sample on {meta}"
+    return "the dataset is not named; write datasetName first"
+
+
+def describe(chart: MetadataManagerChart) -> str:
+    """The chart's part of Status: one line a beamline scientist understands."""
+    state = chart.current_state_value
+    meta = chart.settings.meta_experiment
+    experiment = chart.experiment
+    if state == "fault":
+        return f"FAULT: {chart.problem}. Fix it, then call Reset."
+    if state == "running":
+        return (
+            f"Dataset {chart.dataset_name!r} is RUNNING for proposal {experiment.proposal}, "
+            f"sample {experiment.sample!r}, in {chart.location}"
+        )
+    if state == "on":
+        return (
+            f"Ready: dataset {chart.dataset_name!r} for proposal {experiment.proposal}, "
+            f"sample {experiment.sample!r}; call StartDataset"
+        )
+    if state == "standby":
+        if not chart.sample_known():
+            return f"Proposal {experiment.proposal}: the sample is not specified (write sample on {meta})"
+        return f"Proposal {experiment.proposal}, sample {experiment.sample!r}: write datasetName"
+    if not chart.linked:
+        return f"OFF: MetaExperiment {meta} cannot be reached; waiting for it"
+    return f"OFF: no proposal on {meta}"

@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.services.activemq", "tests.services.icat_mocks", "tests.services.tango_db"]

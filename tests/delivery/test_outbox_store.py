@@ -1,0 +1,224 @@
+"""The durable outbox on its own: order, confirm, set aside, durability, failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.outbox_store import OutboxStore, OutboxUnavailable
+from icatcore.outbox import Channel, Kind
+from tests.delivery.helpers import icat_message, logbook_message
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pending_is_oldest_first_per_channel_and_confirm_removes(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path / "outbox")
+    icat = [icat_message(message_id=f"icat-{i}") for i in range(5)]
+    plus = [logbook_message(f"note {i}", message_id=f"plus-{i}") for i in range(3)]
+    for a, b in zip(icat, plus + [None, None], strict=True):
+        store.put(a)
+        if b is not None:
+            store.put(b)
+    assert [m.id for m in store.pending(Channel.ICAT, 10)] == [m.id for m in icat]
+    assert [m.id for m in store.pending(Channel.ICATPLUS, 10)] == [m.id for m in plus]
+    assert [m.id for m in store.pending(Channel.ICAT, 2)] == ["icat-0", "icat-1"]
+    assert store.pending(Channel.ICATPLUS, 1)[0] == plus[0]  # every field round-trips
+    assert store.count() == 8
+    assert store.count(Channel.ICAT) == 5
+    assert store.count(Channel.ICAT, Kind.DATASET) == 5
+    store.confirm("icat-0")
+    store.confirm_many(["icat-2", "plus-0"])
+    assert [m.id for m in store.pending(Channel.ICAT, 10)] == ["icat-1", "icat-3", "icat-4"]
+    assert store.count() == 5
+    assert store.oldest_created(Channel.ICAT) == icat[1].created
+
+
+def test_putting_the_same_id_twice_keeps_one(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path)
+    message = icat_message(message_id="same")
+    store.put(message)
+    store.put(message)
+    assert store.count() == 1
+
+
+def test_set_aside_keeps_the_message_and_its_refusal(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path)
+    refused = logbook_message("bad", message_id="refused")
+    store.put(refused)
+    store.put(logbook_message("good", message_id="good"))
+    store.set_aside("refused", "ICAT+ answered 400 Bad Request")
+    assert [m.id for m in store.pending(Channel.ICATPLUS, 10)] == ["good"]
+    assert store.set_aside_count() == 1
+    assert store.set_aside_messages() == [(refused, "ICAT+ answered 400 Bad Request")]
+    store.close()
+    assert OutboxStore(tmp_path).set_aside_count() == 1
+
+
+def test_messages_survive_reopening(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path)
+    message = icat_message()
+    store.put(message)
+    store.close()
+    assert OutboxStore(tmp_path).pending(Channel.ICAT, 10) == [message]
+
+
+def test_empty_outbox_reports_nothing_waiting(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path)
+    assert store.count() == 0
+    assert store.oldest_created() is None
+    assert store.pending(Channel.ICAT, 10) == []
+
+
+def test_concurrent_puts_from_several_threads_all_stored(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(50):
+                store.put(icat_message(message_id=f"{n}-{i}"))
+                store.count()
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ids = [m.id for m in store.pending(Channel.ICAT, 1000)]
+    assert len(ids) == len(set(ids)) == 200
+    # each writer's messages keep their order
+    assert [i for i in ids if i.startswith("2-")] == [f"2-{i}" for i in range(50)]
+
+
+def test_put_latency(tmp_path: Path) -> None:
+    """A put is one fsync'd commit; report the cost (under 1 ms on the dev machine)."""
+    store = OutboxStore(tmp_path)
+    messages = [icat_message(body=b"x" * 2000) for _ in range(300)]
+    costs = []
+    for message in messages:
+        start = time.perf_counter()
+        store.put(message)
+        costs.append(time.perf_counter() - start)
+    costs.sort()
+    median = costs[len(costs) // 2]
+    print(f"\nput latency: median {median * 1e3:.3f} ms, p95 {costs[285] * 1e3:.3f} ms")
+    assert store.count() == 300
+    assert median < 0.02  # generous bound for slow CI disks
+
+
+def test_directory_that_cannot_be_created_raises_with_path_and_advice(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the outbox directory should be")
+    with pytest.raises(OutboxUnavailable) as raised:
+        OutboxStore(blocker / "outbox")
+    text = str(raised.value)
+    assert str(blocker / "outbox") in text
+    assert "writable" in text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_directory_raises(tmp_path: Path) -> None:  # pragma: no cover - non-root
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    directory.chmod(0o500)
+    try:
+        with pytest.raises(OutboxUnavailable, match="writable"):
+            OutboxStore(directory)
+    finally:
+        directory.chmod(0o700)
+
+
+def test_outbox_made_read_only_after_opening_raises_on_put(tmp_path: Path) -> None:
+    """The file system turns read-only (or the file is replaced): put must not pretend."""
+    store = OutboxStore(tmp_path)
+    store.put(icat_message())
+    # A read-only reopening stands for a file system remounted read-only.
+    store.close()
+    import sqlite3
+
+    ro = OutboxStore.__new__(OutboxStore)
+    ro.path = tmp_path
+    ro.db_path = tmp_path / "outbox.sqlite3"
+    ro._lock = threading.Lock()
+    ro._conn = sqlite3.connect(
+        f"file:{ro.db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+    with pytest.raises(OutboxUnavailable) as raised:
+        ro.put(icat_message())
+    assert str(tmp_path) in str(raised.value)
+    assert "writable" in str(raised.value)
+    assert ro.count() == 1  # the failed put left nothing half-done
+
+
+FULL_DISK_SCRIPT = textwrap.dedent(
+    """
+    import resource, signal, sys, time
+    from pathlib import Path
+    sys.path.insert(0, {root!r})
+    from adapters.outbox_store import OutboxStore, OutboxUnavailable
+    from tests.delivery.helpers import icat_message
+    store = OutboxStore(Path({path!r}))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Files may not grow past 256 kB: writes beyond fail like on a full disk.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+    stored = 0
+    try:
+        for i in range(1000):
+            store.put(icat_message(body=b"x" * 8192))
+            stored += 1
+    except OutboxUnavailable as error:
+        print("STORED", stored)
+        print("ERROR", error)
+        sys.exit(0)
+    print("NO ERROR", stored)
+    sys.exit(1)
+    """
+)
+
+
+def test_full_disk_raises_outbox_unavailable_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    script = FULL_DISK_SCRIPT.format(root=str(ROOT), path=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    stored = int(lines["STORED"])
+    assert 0 < stored < 1000
+    assert str(tmp_path) in lines["ERROR"]
+    assert "disk" in lines["ERROR"]
+    # Everything put() acknowledged is still there.
+    assert OutboxStore(tmp_path).count() == stored
+
+
+KILL_AFTER_PUT_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    sys.path.insert(0, {root!r})
+    from adapters.outbox_store import OutboxStore
+    from tests.delivery.helpers import icat_message
+    store = OutboxStore(Path({path!r}))
+    store.put(icat_message(message_id="survivor", body=b"<dataset/>"))
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_message_survives_kill_9_right_after_put(tmp_path: Path) -> None:
+    script = KILL_AFTER_PUT_SCRIPT.format(root=str(ROOT), path=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert result.returncode == -9
+    [message] = OutboxStore(tmp_path).pending(Channel.ICAT, 10)
+    assert (message.id, message.body) == ("survivor", b"<dataset/>")

@@ -1,0 +1,143 @@
+"""The facility side, mocked by pyicat-plus's own test servers, against OUR ActiveMQ.
+
+- `icat_ingester`: pyicat-plus's mock ICAT ingester (servers/stomp_subscriber.py)
+  consuming /queue/icatIngest on the session `activemq` broker. It parses every dataset
+  and investigation XML as the real ingester would and records it in its IcatDb
+  (`data_dir`); `messages` yields each parsed message (a dict).
+- `icatplus_mock`: pyicat-plus's mock ICAT+ REST server (servers/icatplus_server.py);
+  `messages` yields each e-logbook message it accepted (a dict, with the path fields).
+
+The plugin's code is reused as is (`_mock_backend`, `tcp`, `proc`); nothing is rewritten.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyicat_plus_pytest_plugin import _mock_backend, proc, tcp
+
+from tests.services.activemq import ActiveMQ
+
+INGEST_QUEUE = "/queue/icatIngest"
+MOCK_API_KEY = "elogbook-00000000-0000-0000-0000-000000000000"
+
+
+def _flush(messages: Any) -> list[Any]:
+    flushed = []
+    while True:
+        try:
+            flushed.append(messages.get(timeout=0))
+        except queue.Empty:
+            return flushed
+        except Exception:  # gevent's queue raises its own Empty
+            return flushed
+
+
+def collect(messages: Any, count: int, timeout: float = 30.0) -> list[Any]:
+    """Take `count` messages (fewer if the timeout passes first), then any extras."""
+    import time
+
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            received.append(messages.get(timeout=remaining))
+        except Exception:
+            break
+    received.extend(_flush(messages))
+    return received
+
+
+@dataclass
+class IcatIngesterMock:
+    """What the ICAT ingester received: parsed messages, and its database directory."""
+
+    messages: Any
+    data_dir: Path
+    broker: ActiveMQ
+    destination: str = INGEST_QUEUE
+
+    def flush(self) -> list[Any]:
+        return _flush(self.messages)
+
+    def collect(self, count: int, timeout: float = 30.0) -> list[Any]:
+        return collect(self.messages, count, timeout)
+
+
+@dataclass
+class IcatPlusMock:
+    """The mock ICAT+ server: its base URL and the logbook messages it accepted."""
+
+    port: int
+    messages: Any
+    data_dir: Path
+    api_key: str = MOCK_API_KEY
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def flush(self) -> list[Any]:
+        return _flush(self.messages)
+
+    def collect(self, count: int, timeout: float = 30.0) -> list[Any]:
+        return collect(self.messages, count, timeout)
+
+
+@pytest.fixture(scope="session")
+def icat_mock_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the mock ingester and the mock ICAT+ keep their records."""
+    return tmp_path_factory.mktemp("icat_mock_db")
+
+
+@pytest.fixture(scope="session")
+def session_icat_ingester(
+    activemq: ActiveMQ, icat_mock_data_dir: Path
+) -> Iterator[IcatIngesterMock]:
+    with tcp.tcp_message_server(validate_all=False) as (port_out, messages):
+        process = _mock_backend.start_stomp_subscriber(
+            activemq.port, port_out, INGEST_QUEUE, icat_mock_data_dir, quiet=True
+        )
+        try:
+            first = messages.get(timeout=30)
+            assert first == "LISTENING", f"mock ingester did not start: {first!r}"
+            yield IcatIngesterMock(messages, icat_mock_data_dir, activemq)
+        finally:
+            proc.wait_terminate(process)
+
+
+@pytest.fixture
+def icat_ingester(session_icat_ingester: IcatIngesterMock) -> IcatIngesterMock:
+    """The mock ingester, with what earlier tests sent it flushed away."""
+    session_icat_ingester.flush()
+    return session_icat_ingester
+
+
+@pytest.fixture(scope="session")
+def session_icatplus_mock(icat_mock_data_dir: Path) -> Iterator[IcatPlusMock]:
+    with tcp.tcp_message_server("json", validate_all=False) as (port_out, messages):
+        port = tcp.get_open_port()
+        process = _mock_backend.start_icatplus_server(
+            port, port_out, icat_mock_data_dir, quiet=True
+        )
+        try:
+            first = messages.get(timeout=30)
+            assert first == {"STATUS": "LISTENING"}, f"mock ICAT+ did not start: {first!r}"
+            yield IcatPlusMock(port, messages, icat_mock_data_dir)
+        finally:
+            proc.wait_terminate(process)
+
+
+@pytest.fixture
+def icatplus_mock(session_icatplus_mock: IcatPlusMock) -> IcatPlusMock:
+    """The mock ICAT+ server, with what earlier tests sent it flushed away."""
+    session_icatplus_mock.flush()
+    return session_icatplus_mock

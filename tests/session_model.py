@@ -1,0 +1,148 @@
+"""One MetaExperiment and one follower, wired as the devices wire them, in pure Python.
+
+The stateful rules run against this model; the device tests run the same rules against
+real Tango devices and compare every step with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from icatcore.definitions import parse_parameters
+from icatcore.errors import InvalidInput
+from icatcore.records import DatasetRecord
+from statecharts.effects import Effect, PublishExperiment, Refused, RegisterDataset
+from statecharts.meta_experiment import MetaExperimentChart
+from statecharts.meta_experiment import Settings as MetaSettings
+from statecharts.metadata_manager import MetadataManagerChart, Settings
+
+BEAMLINE = "id00"
+META = "id00/metaexp/test"
+PATTERN = "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{datasetName}"
+
+
+class Rejected(Exception):
+    """A call the servers refused, with the text the client reads."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    state: str
+    proposal: str
+    sample: str
+    data_root: str
+    dataset_name: str
+    data_folder: str
+    files: tuple[str, ...]
+
+
+@dataclass
+class Clock:
+    """A clock the test owns: each reading is one second after the last."""
+
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+class PureSession:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.meta = MetaExperimentChart(MetaSettings(BEAMLINE))
+        self.manager = MetadataManagerChart(Settings(BEAMLINE, META, PATTERN))
+        self.manager.handle("experiment_changed", experiment=self.meta.experiment, at=self.clock())
+        self.registered: list[DatasetRecord] = []
+        self.announced = 0
+        self.meta_reachable = True
+
+    def _run(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, PublishExperiment):
+                self._run(
+                    self.manager.handle(
+                        "experiment_changed", experiment=effect.experiment, at=self.clock()
+                    )
+                )
+            elif isinstance(effect, RegisterDataset):
+                self.registered.append(effect.dataset)
+            else:
+                self.announced += 1
+
+    def _meta(self, event: str, **arguments: object) -> None:
+        if not self.meta_reachable:
+            raise Rejected(f"MetaExperiment {META} is not running")
+        try:
+            self._run(self.meta.handle(event, **arguments))
+        except (Refused, InvalidInput) as error:
+            raise Rejected(str(error)) from None
+
+    def _manager(self, event: str, **arguments: object) -> None:
+        try:
+            self._run(self.manager.handle(event, **arguments))
+        except (Refused, InvalidInput) as error:
+            raise Rejected(str(error)) from None
+
+    def write_proposal(self, name: str) -> None:
+        self._meta("write_proposal", name=name, at=self.clock())
+
+    def write_sample(self, name: str) -> None:
+        self._meta("write_sample", name=name)
+
+    def write_data_root(self, path: str) -> None:
+        self._meta("write_data_root", path=path)
+
+    def write_dataset_name(self, name: str) -> None:
+        self._manager("name_dataset", name=name)
+
+    def start_dataset(self) -> None:
+        self._manager("start_dataset", at=self.clock())
+
+    def end_dataset(self) -> None:
+        self._manager("end_dataset", at=self.clock())
+
+    def abort_dataset(self) -> None:
+        self._manager("abort_dataset", at=self.clock())
+
+    def set_parameters(self, text: str) -> None:
+        try:
+            values = parse_parameters(text)
+        except InvalidInput as error:
+            raise Rejected(str(error)) from None
+        self._manager("set_parameters", values=values)
+
+    def add_file(self, path: str) -> None:
+        self._manager("add_file", path=path)
+
+    def lose_meta(self) -> None:
+        self.meta_reachable = False
+        self._manager("experiment_lost")
+
+    def find_meta(self) -> None:
+        self.meta_reachable = True
+        self._manager("experiment_changed", experiment=self.meta.experiment, at=self.clock())
+
+    def break_configuration(self, problem: str) -> None:
+        self._manager("fail", problem=problem)
+
+    def reset(self, problem: str) -> None:
+        self._manager("reset", problem=problem)
+
+    def observe(self) -> Observation:
+        chart = self.manager
+        return Observation(
+            state=chart.state_name,
+            proposal=self.meta.experiment.proposal,
+            sample=self.meta.experiment.sample,
+            data_root=self.meta.experiment.data_root,
+            dataset_name=chart.dataset_name,
+            data_folder=chart.data_folder(),
+            files=tuple(chart.files),
+        )
+
+
+def parameters_json(values: dict[str, object]) -> str:
+    return json.dumps(values)

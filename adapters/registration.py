@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,13 +27,16 @@ import yaml
 CLASSES = ("MetaExperiment", "MetadataManager")
 """The two device classes, each run by the console script of the same name."""
 
+_BROKER = frozenset({"queueURLs", "queueName", "queueLogin", "queuePasscode", "jolokiaPort"})
+
 CLASS_PROPERTIES: Mapping[str, frozenset[str]] = {
-    "MetaExperiment": frozenset({"queueURLs", "queueName", "jolokiaPort"}),
-    "MetadataManager": frozenset(
-        {"queueURLs", "queueName", "icatplus_server", "API_KEY", "jolokiaPort"}
-    ),
+    "MetaExperiment": _BROKER,
+    "MetadataManager": _BROKER | {"icatplus_server", "API_KEY"},
 }
-"""Properties the devices read as class properties (SPEC, "Configuration")."""
+"""Properties the devices read as class properties (SPEC "Configuration", icatcore.config).
+
+A name not listed here is refused: the devices would ignore it silently. Add a
+property here when icatcore.config learns to read it."""
 
 DEVICE_PROPERTIES: Mapping[str, frozenset[str]] = {
     "MetaExperiment": CLASS_PROPERTIES["MetaExperiment"] | {"beamlineID"},
@@ -51,6 +53,8 @@ REQUIRED_DEVICE_PROPERTIES: Mapping[str, tuple[str, ...]] = {
 SINGLE_VALUED = frozenset(
     {
         "queueName",
+        "queueLogin",
+        "queuePasscode",
         "icatplus_server",
         "API_KEY",
         "jolokiaPort",
@@ -65,7 +69,6 @@ SERVER_ENTRY_KEYS = frozenset({"server", "personal_name", "device"})
 DEVICE_KEYS = frozenset({"tango_name", "class", "properties"})
 
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+/[A-Za-z0-9_.+\-]+/[A-Za-z0-9_.+\-]+$")
-_QUEUE_URL = re.compile(r"^[A-Za-z0-9_.\-]+(:\d{1,5})?$")
 
 PropertyValue = tuple[str, ...]
 """Tango properties are lists of strings."""
@@ -105,7 +108,12 @@ class DevicePlan:
     device_class: str
     server: str  # "MetadataManager/icatservers"
     properties: Mapping[str, PropertyValue]
-    origin: str  # where it was written, for messages
+    file: Path
+    where: str  # "entry 3 (server ...), line 20, device 1 (...), line 23"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.file} {self.where}"
 
 
 @dataclass(frozen=True)
@@ -126,11 +134,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return (
-            f"{self.file}: {self.where}: {self.message}"
-            if self.where
-            else (f"{self.file}: {self.message}")
-        )
+        located = f"{self.file}: {self.where}" if self.where else str(self.file)
+        return f"{located}: {self.message}"
 
 
 class RegistrationError(ValueError):
@@ -214,13 +219,11 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-@functools.lru_cache(maxsize=1)
 def icat_parameter_names() -> frozenset[str]:
-    """The ICAT parameter names of the facility definitions (hdf5_cfg.xml)."""
-    import icat_esrf_definitions  # late: only MetadataManager `parameters` need it
+    """The ICAT parameter names the devices accept (icat-esrf-definitions)."""
+    from icatcore import definitions  # late: loading the definitions takes about a second
 
-    text = Path(icat_esrf_definitions.DEFINITIONS_FILE).read_text(encoding="utf-8")
-    return frozenset(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
+    return definitions.parameter_names()
 
 
 class _FileChecker:
@@ -350,10 +353,6 @@ class _FileChecker:
                 f"metaExperimentDevice {value[0]!r} is not a Tango device "
                 "name of the form domain/family/member.",
             )
-        elif name == "queueURLs":
-            for url in value:
-                if url and not _QUEUE_URL.match(url):
-                    self.problem(where, f"queueURLs entry {url!r} is not host or host:port.")
         elif (
             name == "icatplus_server"
             and value
@@ -376,7 +375,7 @@ class _FileChecker:
                     self.problem(
                         where,
                         f"parameter {parameter!r} is not an ICAT parameter "
-                        "of the facility definitions (hdf5_cfg.xml)." + _suggest(parameter, known),
+                        "known to icat-esrf-definitions." + _suggest(parameter, known),
                     )
         return len(self.problems) == before
 
@@ -397,6 +396,8 @@ def plan(files: Sequence[Path | str]) -> Registration:
         checker = _FileChecker(path)
         _check_file(checker, class_properties, class_origin, devices)
         problems.extend(checker.problems)
+    if not problems:
+        problems = _check_as_the_devices_read_it(class_properties, devices.values())
     if problems:
         raise RegistrationError(problems)
     return Registration(
@@ -404,6 +405,29 @@ def plan(files: Sequence[Path | str]) -> Registration:
         class_properties=class_properties,
         devices=tuple(devices.values()),
     )
+
+
+def _check_as_the_devices_read_it(
+    class_properties: Mapping[str, Mapping[str, PropertyValue]], devices: Iterable[DevicePlan]
+) -> list[Problem]:
+    """Run each device's properties, laid over its class's, through the devices' own reader.
+
+    What icatcore.config refuses would put the device in FAULT: refuse it now instead.
+    """
+    from icatcore import config  # late: it loads the ICAT definitions (about a second)
+    from icatcore.errors import ConfigurationError
+
+    readers = {"MetaExperiment": config.meta_experiment, "MetadataManager": config.metadata_manager}
+    problems: list[Problem] = []
+    for device in devices:
+        merged = {**class_properties.get(device.device_class, {}), **device.properties}
+        try:
+            readers[device.device_class](merged)
+        except ConfigurationError as exc:
+            problems.append(
+                Problem(device.file, device.where, f"the device would refuse it: {exc}")
+            )
+    return problems
 
 
 def _check_file(
@@ -566,7 +590,6 @@ def _check_server_entry(
                 checker.problem(dwhere, f"required device property {required!r} is empty.")
         if tango_name is None or server is None or instance is None:
             continue
-        here = f"{checker.path} {dwhere}"
         first = devices.get(tango_name.lower())
         if first is not None:
             checker.problem(
@@ -578,7 +601,8 @@ def _check_server_entry(
             device_class=device_class,
             server=f"{server}/{instance}",
             properties=props,
-            origin=here,
+            file=checker.path,
+            where=dwhere,
         )
 
 

@@ -214,6 +214,17 @@ MALFORMED = {
         GOOD.replace("queueURLs: localhost:61613", "jolokiaPort: eighty"),
         ["jolokiaPort must be a port number"],
     ),
+    "beamline name the devices refuse": (
+        GOOD.replace("beamlineID: id00", "beamlineID: id 00"),
+        [
+            "entry 2 (server MetadataManager/icatservers), line 5, device 1 (id00/metadata/test)",
+            "the device would refuse it: property beamlineID 'id 00' is not a beamline name",
+        ],
+    ),
+    "broker address the devices refuse": (
+        GOOD.replace("queueURLs: localhost:61613", "queueURLs: localhost:stomp"),
+        ["device 1 (id00/metadata/test)", "queueURLs entry 'localhost:stomp' is not host:port"],
+    ),
     "not a list": ("class: MetadataManager\n", ["must be a YAML list of entries"]),
     "empty file": ("", ["the file holds no entries"]),
     "entry of neither kind": (
@@ -304,3 +315,15 @@ def test_changes_read_like_a_diff() -> None:
     assert str(SetProperty("class", "MetaExperiment", "queueURLs", (), ("a:1",))) == (
         '- class property MetaExperiment.queueURLs: ["a:1"]'
     )
+
+
+def test_broker_login_and_passcode_are_accepted_and_the_passcode_is_masked(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    API_KEY: s3cret-key\n", "    queueLogin: icat\n    queuePasscode: s3cret-pass\n"
+    )
+    registration = plan([write(tmp_path, text)])
+
+    assert registration.class_properties["MetadataManager"]["queuePasscode"] == ("s3cret-pass",)
+    assert "s3cret" not in repr(registration)
+    change = SetProperty("class", "MetadataManager", "queuePasscode", ("s3cret-pass",))
+    assert str(change) == "+ class property MetadataManager.queuePasscode: ***"

@@ -1,0 +1,402 @@
+"""The MetadataManager Tango device: one technique's datasets, registered with ICAT.
+
+Each Tango call is translated into one chart event; the chart decides; the effects it
+returns are stored durably before the call returns; the device shows the chart's state.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+import tango
+from tango import AttrWriteType, DevState
+from tango.server import Device, attribute, command, device_property, run
+
+from adapters.outbox_store import OutboxUnavailable
+from adapters.tango import common
+from adapters.tango.link import Leader
+from adapters.tango.outlet import Outlet
+from icatcore import config, elogbook, messages
+from icatcore.definitions import parse_parameters
+from icatcore.errors import ConfigurationError
+from icatcore.outbox import Kind, icat_message
+from icatcore.records import Experiment
+from statecharts.effects import Effect, RegisterDataset
+from statecharts.metadata_manager import MetadataManagerChart, Settings
+
+STATES = {
+    "off": DevState.OFF,
+    "standby": DevState.STANDBY,
+    "on": DevState.ON,
+    "running": DevState.RUNNING,
+    "fault": DevState.FAULT,
+}
+FOLLOWED = ("proposal", "sampleName", "datasetName", "scanName", "dataFolder")
+HEALTH_PERIOD_S = 1.0
+
+
+class MetadataManager(Device):  # type: ignore[misc]
+    """Holds the dataset; registers it with ICAT when it ends, and never loses it."""
+
+    outboxDirectory = device_property(dtype=(str,), default_value=[])
+
+    def init_device(self) -> None:
+        super().init_device()
+        self.lock = threading.RLock()
+        self.outlet: Outlet | None = None
+        self.leader: Leader | None = None
+        self.last_file = ""
+        self.shown: tuple[object, ...] = ()
+        self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
+        for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
+            self.set_change_event(name, True, False)
+        try:
+            settings = config.metadata_manager(common.properties(self))
+        except ConfigurationError as error:
+            self.chart.handle("fail", problem=str(error))
+            self.publish()
+            return
+        self.settings = settings
+        self.chart.settings = Settings(
+            settings.beamline, settings.meta_experiment, settings.data_folder_pattern
+        )
+        self.add_parameter_attributes(settings.parameters)
+        try:
+            directory = common.state_directory(self.outboxDirectory, self.get_name())
+            self.outlet = Outlet(directory, settings.delivery)
+        except OutboxUnavailable as error:
+            self.chart.handle("fail", problem=str(error))
+        self.memorized_dataset = self.memorized()
+        self.leader = Leader(self.get_name(), settings.meta_experiment, self.found, self.lost)
+        self.leader.start()
+        self.watcher = threading.Thread(target=self.watch_health, daemon=True)
+        self.watcher.start()
+        self.publish()
+
+    def delete_device(self) -> None:
+        if self.leader is not None:
+            self.leader.stop()
+        if self.outlet is not None:
+            self.outlet.close()
+
+    # -- the MetaExperiment ---------------------------------------------------------
+
+    def found(self, experiment: Experiment) -> None:
+        with self.lock:
+            first = not self.chart.linked
+            self.run(self.chart.handle("experiment_changed", experiment=experiment, at=common.now()))
+            if first and self.memorized_dataset:
+                self.chart.restore(experiment=None, dataset_name=self.memorized_dataset)
+                self.memorized_dataset = ""
+            self.publish()
+
+    def lost(self) -> None:
+        with self.lock:
+            self.chart.handle("experiment_lost")
+            self.publish()
+
+    @command(dtype_in=str)
+    def ExperimentChanged(self, text: str) -> None:
+        """Called by the MetaExperiment before its write returns."""
+        if self.leader is None:
+            return
+        experiment = self.leader.take(text)
+        if experiment is not None:
+            self.event("experiment_changed", experiment=experiment, at=common.now())
+
+    # -- attributes -----------------------------------------------------------------
+
+    @attribute(dtype=str)
+    def proposal(self) -> str:
+        return self.chart.experiment.proposal
+
+    @attribute(dtype=str)
+    def sampleName(self) -> str:
+        return self.chart.experiment.sample
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE, memorized=True)
+    def datasetName(self) -> str:
+        return self.chart.dataset_name
+
+    @datasetName.write
+    def datasetName(self, name: Any) -> None:
+        self.event("name_dataset", name=common.text_argument(name, "datasetName"))
+        self.memorize(self.chart.dataset_name)
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    def scanName(self) -> str:
+        return self.chart.dataset_name
+
+    @scanName.write
+    def scanName(self, name: Any) -> None:
+        self.write_datasetName(name)
+
+    @attribute(dtype=str)
+    def dataFolder(self) -> str:
+        return self.chart.data_folder()
+
+    @attribute(dtype=str)
+    def metadataFile(self) -> str:
+        return ""
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    def lastDataFile(self) -> str:
+        return self.last_file
+
+    @lastDataFile.write
+    def lastDataFile(self, path: Any) -> None:
+        path = common.text_argument(path, "lastDataFile")
+        self.event("add_file", path=path)
+        self.last_file = path
+
+    @attribute(dtype=(str,), max_dim_x=100000)
+    def datafileList(self) -> list[str]:
+        return list(self.chart.files)
+
+    @attribute(dtype=int)
+    def undeliveredCount(self) -> int:
+        return self.health().undelivered if self.outlet else 0
+
+    @attribute(dtype=float, unit="s")
+    def oldestUndeliveredAge(self) -> float:
+        return self.health().oldest_age(time.time()) if self.outlet else 0.0
+
+    @attribute(dtype=str)
+    def lastDeliveryError(self) -> str:
+        return (self.health().last_error or "") if self.outlet else ""
+
+    @attribute(dtype=bool)
+    def brokerConnected(self) -> bool:
+        return self.health().broker_connected if self.outlet else False
+
+    @attribute(dtype=int)
+    def setAsideCount(self) -> int:
+        return self.health().set_aside if self.outlet else 0
+
+    def add_parameter_attributes(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.add_attribute(
+                attribute(
+                    name=name,
+                    dtype=str,
+                    access=AttrWriteType.READ_WRITE,
+                    fget=self.read_parameter,
+                    fset=self.write_parameter,
+                )
+            )
+
+    def read_parameter(self, attr: tango.Attribute) -> str:
+        return str(self.chart.parameters.get(attr.get_name(), ""))
+
+    def write_parameter(self, attr: tango.WAttribute) -> None:
+        value = common.text_argument(attr.get_write_value(), attr.get_name())
+        self.event("set_parameters", values={attr.get_name(): value})
+
+    # -- commands -------------------------------------------------------------------
+
+    @command
+    def StartDataset(self) -> None:
+        self.event("start_dataset", at=common.now())
+
+    @command
+    def EndDataset(self) -> None:
+        self.event("end_dataset", at=common.now())
+
+    @command
+    def AbortDataset(self) -> None:
+        self.event("abort_dataset", at=common.now())
+
+    @command
+    def StartScan(self) -> None:
+        self.StartDataset()
+
+    @command
+    def EndScan(self) -> None:
+        self.EndDataset()
+
+    @command(dtype_in=str)
+    def SetParameters(self, text: Any) -> None:
+        with common.client_errors("MetadataManager.SetParameters"):
+            values = parse_parameters(common.text_argument(text, "SetParameters"))
+        self.event("set_parameters", values=values)
+
+    @command(dtype_in=str)
+    def notifyInfo(self, text: Any) -> None:
+        self.logbook(elogbook.Category.INFO, text)
+
+    @command(dtype_in=str)
+    def notifyDebug(self, text: Any) -> None:
+        self.logbook(elogbook.Category.DEBUG, text)
+
+    @command(dtype_in=str)
+    def notifyError(self, text: Any) -> None:
+        self.logbook(elogbook.Category.ERROR, text)
+
+    @command(dtype_in=str)
+    def notifyCommand(self, text: Any) -> None:
+        self.logbook(elogbook.Category.COMMAND, text)
+
+    @command(dtype_in=str)
+    def userComment(self, text: Any) -> None:
+        self.logbook(elogbook.Category.COMMENT, text)
+
+    @command(dtype_in=str)
+    def uploadBase64(self, data_url: Any) -> None:
+        with self.lock, common.client_errors("MetadataManager.uploadBase64"):
+            self.store(
+                elogbook.image_message(
+                    id=common.new_id(),
+                    created=common.epoch(),
+                    data_url=common.text_argument(data_url, "uploadBase64"),
+                    **self.logbook_address(),
+                )
+            )
+
+    @command
+    def Reset(self) -> None:
+        with self.lock, common.client_errors("MetadataManager.Reset"):
+            try:
+                settings = config.metadata_manager(common.properties(self))
+                problem = ""
+            except ConfigurationError as error:
+                problem = str(error)
+            else:
+                self.chart.settings = Settings(
+                    settings.beamline, settings.meta_experiment, settings.data_folder_pattern
+                )
+            self.run(self.chart.handle("reset", problem=problem))
+            self.publish()
+
+    # -- the shell: event in, effects out, state shown ------------------------------
+
+    def event(self, name: str, **arguments: object) -> None:
+        with self.lock, common.client_errors(f"MetadataManager.{name}"):
+            try:
+                self.run(self.chart.handle(name, **arguments))
+            finally:
+                self.publish()
+
+    def run(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, RegisterDataset):
+                self.register(effect)
+
+    def register(self, effect: RegisterDataset) -> None:
+        xml = messages.dataset_xml(effect.dataset, machine=common.MACHINE, software=common.SOFTWARE)
+        message = icat_message(
+            id=common.new_id(),
+            created=common.epoch(),
+            kind=Kind.DATASET,
+            queue=self.settings.delivery.queue,
+            xml=xml,
+        )
+        try:
+            self.store(message)
+        except tango.DevFailed:
+            self.chart.handle("storage_failed", problem=self.storage_problem, dataset=effect.dataset)
+            raise
+        self.memorize("")
+
+    def store(self, message: Any) -> None:
+        if self.outlet is None:
+            self.storage_problem = "the outbox could not be opened; see Status"
+            common.fail("ICAT_Outbox", self.storage_problem, "MetadataManager")
+        try:
+            self.outlet.put(message)
+        except OutboxUnavailable as error:
+            self.storage_problem = f"the outbox cannot keep messages: {error}"
+            common.fail("ICAT_Outbox", f"{self.storage_problem}. Nothing was accepted.", "store")
+
+    def logbook(self, category: elogbook.Category, text: Any) -> None:
+        with self.lock, common.client_errors("MetadataManager.logbook"):
+            self.store(
+                elogbook.notification_message(
+                    id=common.new_id(),
+                    created=common.epoch(),
+                    category=category,
+                    text=common.text_argument(text, "message"),
+                    **self.logbook_address(),
+                )
+            )
+
+    def logbook_address(self) -> dict[str, Any]:
+        chart = self.chart
+        return {
+            "beamline": chart.settings.beamline,
+            "proposal": chart.experiment.proposal or None,
+            "dataset_name": chart.dataset_name or None,
+            "machine": common.MACHINE,
+            "software": common.SOFTWARE,
+        }
+
+    def health(self) -> Any:
+        assert self.outlet is not None
+        return self.outlet.health()
+
+    def publish(self) -> None:
+        """Show the chart: State, Status, and change events for what the servers changed."""
+        chart = self.chart
+        state = STATES[chart.current_state_value]
+        status = chart.status()
+        if self.outlet is not None:
+            status = f"{status}\n{self.outlet.status_line()}"
+        self.set_state(state)
+        self.set_status(status)
+        shown = (
+            state,
+            status,
+            chart.experiment.proposal,
+            chart.experiment.sample,
+            chart.dataset_name,
+            chart.dataset_name,
+            chart.data_folder(),
+        )
+        if shown == self.shown:
+            return
+        for name, value, before in zip(
+            ("State", "Status", *FOLLOWED), shown, self.shown or (None,) * len(shown), strict=True
+        ):
+            if value != before:
+                self.push_change_event(name, value)
+        self.shown = shown
+
+    def watch_health(self) -> None:
+        """Outbox and broker change without a call: refresh Status and push the counts."""
+        seen: tuple[object, ...] = ()
+        while self.outlet is not None:
+            time.sleep(HEALTH_PERIOD_S)
+            health = self.health()
+            now = (health.undelivered, health.last_error or "")
+            with self.lock:
+                self.publish()
+                if now != seen:
+                    self.push_change_event("undeliveredCount", now[0])
+                    self.push_change_event("lastDeliveryError", now[1])
+            seen = now
+
+    # -- memorized datasetName ------------------------------------------------------
+
+    def memorized(self) -> str:
+        try:
+            found = tango.Util.instance().get_database().get_device_attribute_property(
+                self.get_name(), ["datasetName"]
+            )
+        except tango.DevFailed:
+            return ""
+        return str((found.get("datasetName", {}).get("__value") or [""])[0])
+
+    def memorize(self, name: str) -> None:
+        try:
+            tango.Util.instance().get_database().put_device_attribute_property(
+                self.get_name(), {"datasetName": {"__value": [name]}}
+            )
+        except tango.DevFailed as error:
+            common.log.warning("could not memorize datasetName: %s", error.args[0].desc)
+
+
+def main(args: list[str] | None = None) -> int:
+    run((MetadataManager,), args=["MetadataManager", *(sys.argv[1:] if args is None else args)])
+    return 0

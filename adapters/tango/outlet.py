@@ -1,0 +1,39 @@
+"""A device's way out: its durable outbox and the senders, built from its configuration."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from adapters.delivery import Delivery, DeliveryHealth, IcatPlusSettings, StompSettings
+from adapters.outbox_store import OutboxStore
+from icatcore import config
+from icatcore.outbox import OutboxMessage
+
+
+class Outlet:
+    def __init__(self, directory: Path, settings: config.Delivery) -> None:
+        self.queue = settings.queue
+        self.delivery = Delivery(
+            OutboxStore(directory),
+            StompSettings(
+                urls=tuple(str(broker) for broker in settings.brokers),
+                queue=settings.queue,
+                login=settings.login or None,
+                passcode=settings.passcode or None,
+            ),
+            IcatPlusSettings(settings.icatplus_server, settings.api_key),
+        )
+        self.delivery.start()
+
+    def put(self, message: OutboxMessage) -> None:
+        self.delivery.put(message)
+
+    def health(self) -> DeliveryHealth:
+        return self.delivery.health()
+
+    def status_line(self) -> str:
+        return self.delivery.health().status_line(time.time())
+
+    def close(self) -> None:
+        self.delivery.close()

@@ -1,0 +1,90 @@
+"""The two device servers as real processes, started from their console scripts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import tango
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Server:
+    """One device server process: started by its console script, stopped by its PID."""
+
+    executable: str
+    instance: str
+    tango_host: str
+    log: Path
+    devices: Sequence[str]
+    environment: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, **self.environment, "TANGO_HOST": self.tango_host}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / self.executable), self.instance],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        for device in self.devices:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.executable} exited: see {self.log}")
+                try:
+                    proxy = tango.DeviceProxy(device)
+                    proxy.ping()
+                    proxy.state()
+                    break
+                except tango.DevFailed:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{device} did not answer: see {self.log}") from None
+                    time.sleep(0.1)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+def register(
+    tango_host: str,
+    server: str,
+    device_class: str,
+    devices: Mapping[str, Mapping[str, Sequence[str]]],
+    class_properties: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Put devices and properties in the database, as `icat-servers register` would."""
+    os.environ["TANGO_HOST"] = tango_host
+    database = tango.Database()
+    for name, properties in devices.items():
+        info = tango.DbDevInfo()
+        info.name, info._class, info.server = name, device_class, server
+        database.add_device(info)
+        if properties:
+            database.put_device_property(name, {k: list(v) for k, v in properties.items()})
+    if class_properties:
+        database.put_class_property(device_class, {k: list(v) for k, v in class_properties.items()})
+
+
+@pytest.fixture(scope="session")
+def servers_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("servers")

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_register(commands)
     _add_database(commands)
+    _add_demo(commands)
     return parser
 
 
@@ -186,3 +187,22 @@ def _database_command(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- demo -----------------------------------------------------------------------------
+
+
+def _add_demo(commands: Any) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="run a narrated beamline session on the embedded defaults",
+        description="Start the embedded Tango database (unless TANGO_HOST is set), register "
+        "examples/id00.yml, start both servers and drive two datasets through them.",
+    )
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from adapters import demo
+
+    return demo.run()

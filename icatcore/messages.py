@@ -226,7 +226,9 @@ def _apply_techniques(
 
     def items(name: str) -> list[str] | None:
         entry = accepted.get(name)
-        return entry[2].split(" ") if entry is not None and entry[2] else None
+        if entry is None:
+            return None
+        return entry[2].split(" ") if entry[2] else []
 
     version_entry = accepted.get(names[2])
     with warnings.catch_warnings():

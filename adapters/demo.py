@@ -1,0 +1,115 @@
+"""`icat-servers demo`: a whole beamline session on the embedded defaults, narrated.
+
+Embedded Tango database, `examples/id00.yml` registered, both servers started from their
+console scripts, then the calls BLISS makes for two datasets and a logbook message, with
+the MetadataManager's state printed after each call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tango
+
+from adapters import registration
+from adapters.embedded_db import EmbeddedDatabase, default_state_dir
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "id00.yml"
+META = "id00/metaexp/test"
+MANAGER = "id00/metadata/test"
+
+
+def start_server(executable: str, device: str, log: Path) -> subprocess.Popen[bytes]:
+    command = shutil.which(executable) or str(Path(sys.executable).parent / executable)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [command, "icatservers"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            tango.DeviceProxy(device).state()
+            return process
+        except tango.DevFailed:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{executable} did not start: see {log}") from None
+            time.sleep(0.2)
+
+
+def show(manager: tango.DeviceProxy, call: str) -> None:
+    status = manager.status().splitlines()
+    print(f"  {call:<44} -> {manager.state()!s:<8} {status[0]}")
+
+
+def session(meta: tango.DeviceProxy, manager: tango.DeviceProxy) -> None:
+    meta.proposal = "hg123"
+    show(manager, "proposal = 'hg123'")
+    meta.sample = "lysozyme"
+    show(manager, "sample = 'lysozyme'")
+    meta.dataRoot = "/data/visitor/hg123/id00/20261126"
+    show(manager, "dataRoot = '/data/visitor/hg123/id00/...'")
+    for number in (1, 2):
+        name = f"lysozyme_{number:04d}"
+        manager.datasetName = name
+        show(manager, f"datasetName = {name!r}")
+        manager.StartDataset()
+        show(manager, "StartDataset()")
+        manager.SetParameters(json.dumps({"Sample_description": f"crystal {number}"}))
+        manager.InstrumentSlitPrimary_horizontal_gap = "0.5"
+        for scan in (1, 2):
+            manager.lastDataFile = f"/data/visitor/hg123/id00/20261126/{name}/scan{scan:04d}.h5"
+        show(manager, "SetParameters(...), lastDataFile x2")
+        manager.EndDataset()
+        show(manager, "EndDataset()")
+    manager.userComment("Demo session: two lysozyme datasets")
+    show(manager, "userComment(...)")
+    time.sleep(1.5)
+    print("\nMetadataManager Status:\n  " + "\n  ".join(manager.status().splitlines()))
+    print(f"undeliveredCount = {manager.undeliveredCount}, brokerConnected = {manager.brokerConnected}")
+
+
+def run(state_dir: Path | None = None) -> int:
+    state = state_dir or default_state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    database = None
+    if not os.environ.get("TANGO_HOST"):
+        database = EmbeddedDatabase(state)
+        os.environ["TANGO_HOST"] = database.start()
+    print(f"Tango database: TANGO_HOST={os.environ['TANGO_HOST']}")
+    plan = registration.plan([EXAMPLE])
+    db = tango.Database()
+    todo = registration.changes(plan, db)
+    registration.apply(todo, db)
+    print(f"registered {EXAMPLE.name}: {len(todo)} change(s)")
+    os.environ.setdefault("ICAT_SERVERS_STATE", str(state))
+    processes = [
+        start_server("MetaExperiment", META, state / "MetaExperiment.log"),
+        start_server("MetadataManager", MANAGER, state / "MetadataManager.log"),
+    ]
+    try:
+        meta, manager = tango.DeviceProxy(META), tango.DeviceProxy(MANAGER)
+        deadline = time.monotonic() + 10
+        while manager.state() == tango.DevState.OFF and "reached" in manager.status():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        print(f"servers up: {META} {meta.state()}, {MANAGER} {manager.state()}\n")
+        session(meta, manager)
+    finally:
+        for process in processes:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+        if database is not None:
+            database.stop()
+    print(f"\nlogs and outboxes under {state}")
+    return 0

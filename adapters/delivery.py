@@ -95,9 +95,7 @@ class DeliveryHealth:
             what += f" and {_plural(others, 'other ICAT message')}"
         if not self.icat_enabled:
             if self.icat_waiting:
-                parts.append(
-                    f"ICAT delivery is off: queueURLs is empty; {what} kept in the outbox"
-                )
+                parts.append(f"ICAT delivery is off: queueURLs is empty; {what} kept in the outbox")
             else:
                 parts.append(
                     "ICAT delivery is off: queueURLs is empty; messages are kept in the outbox"

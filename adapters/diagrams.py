@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from statemachine.contrib.diagram import DotGraphMachine, MermaidGraphMachine
 CHARTS = {
     "metadata_manager": "statecharts.metadata_manager:MetadataManagerChart",
     "meta_experiment": "statecharts.meta_experiment:MetaExperimentChart",
-    "broker_link": "statecharts.broker_link:BrokerLinkChart",
+    "broker_link": "statecharts.broker_link:BrokerLink",
 }
 FOLDER = Path(__file__).resolve().parent.parent / "diagrams"
 
@@ -27,9 +28,10 @@ def mermaid(name: str) -> str:
 
 
 def svg(name: str) -> bytes:
-    """Graphviz output without its comments, so that the file depends on the chart only."""
+    """Graphviz output without comments and object ids, so that it depends on the chart only."""
     rendered: bytes = DotGraphMachine(chart_class(name))().create_svg()
-    lines = rendered.decode().splitlines()
+    text = re.sub(r"_\d{6,}", "", rendered.decode())
+    lines = text.splitlines()
     return ("\n".join(line for line in lines if not line.startswith("<!--")) + "\n").encode()
 
 

@@ -217,9 +217,7 @@ class OutboxStore:
     def set_aside_messages(self) -> list[tuple[OutboxMessage, str]]:
         """Refused messages with their refusal, oldest first."""
         with self._locked() as conn:
-            rows = conn.execute(
-                "SELECT header, body, error FROM set_aside ORDER BY seq"
-            ).fetchall()
+            rows = conn.execute("SELECT header, body, error FROM set_aside ORDER BY seq").fetchall()
         return [(OutboxMessage.from_stored(bytes(h), bytes(b)), str(e)) for h, b, e in rows]
 
     def close(self) -> None:

@@ -221,9 +221,7 @@ class StompSender(threading.Thread):
             self._connect_failed(f"broker {where} refused the connection")
             return
         except TimeoutError:
-            self._connect_failed(
-                f"broker {where} did not answer within {self.connect_timeout:g} s"
-            )
+            self._connect_failed(f"broker {where} did not answer within {self.connect_timeout:g} s")
             return
         except OSError as error:
             reason = error.strerror or type(error).__name__
@@ -357,8 +355,7 @@ class StompSender(threading.Thread):
             oldest = next(iter(self._in_flight.values()), None)
         if oldest is not None and time.monotonic() - oldest[1] > self.receipt_timeout:
             raise _LinkDown(
-                f"broker {self._address_text()} sent no receipt within "
-                f"{self.receipt_timeout:g} s"
+                f"broker {self._address_text()} sent no receipt within {self.receipt_timeout:g} s"
             )
 
     def _close_connection(self) -> None:

@@ -31,7 +31,7 @@ def backoff_delay(failed_rounds: int, base: float = BASE_DELAY, cap: float = MAX
     return min(cap, base * 2.0 ** min(failed_rounds - 1, 64))
 
 
-class BrokerLink(StateMachine):  # type: ignore[misc]
+class BrokerLink(StateMachine):
     """Which broker to connect to and when; reads no clock, opens no socket."""
 
     disconnected = State(initial=True)

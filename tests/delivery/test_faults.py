@@ -117,9 +117,7 @@ CRASH_AFTER_PUT = textwrap.dedent(
 )
 
 
-def test_server_killed_after_put_delivers_after_restart(
-    activemq: ActiveMQ, tmp_path: Path
-) -> None:
+def test_server_killed_after_put_delivers_after_restart(activemq: ActiveMQ, tmp_path: Path) -> None:
     """kill -9 of the device server after put() returned, before delivery."""
     queue = queue_name()
     message_id = str(uuid.uuid4())

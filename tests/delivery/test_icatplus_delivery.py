@@ -36,7 +36,7 @@ class FlakyIcatPlus:
         flaky = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 -- http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if len(flaky.requests) < flaky.failures:
                     flaky.requests.append((self.path, flaky.status))
@@ -149,9 +149,7 @@ def test_icatplus_outage_then_recovery_delivers_all_in_order(
     """503 for a while (about 8 s of backoff), then 200: all 30 arrive, in order."""
     flaky_icatplus.failures = 8
     store = OutboxStore(tmp_path)
-    delivery = Delivery(
-        store, None, IcatPlusSettings(flaky_icatplus.url, icatplus_mock.api_key)
-    )
+    delivery = Delivery(store, None, IcatPlusSettings(flaky_icatplus.url, icatplus_mock.api_key))
     delivery.start()
     try:
         for i in range(30):

@@ -23,7 +23,7 @@ def test_pending_is_oldest_first_per_channel_and_confirm_removes(tmp_path: Path)
     store = OutboxStore(tmp_path / "outbox")
     icat = [icat_message(message_id=f"icat-{i}") for i in range(5)]
     plus = [logbook_message(f"note {i}", message_id=f"plus-{i}") for i in range(3)]
-    for a, b in zip(icat, plus + [None, None], strict=True):
+    for a, b in zip(icat, [*plus, None, None], strict=True):
         store.put(a)
         if b is not None:
             store.put(b)

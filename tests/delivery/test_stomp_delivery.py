@@ -108,9 +108,7 @@ def test_dataset_reaches_the_mock_icat_ingester(
         },
     )
     store = OutboxStore(tmp_path / "outbox")
-    delivery = Delivery(
-        store, StompSettings((icat_ingester.broker.url,), "icatIngest"), None
-    )
+    delivery = Delivery(store, StompSettings((icat_ingester.broker.url,), "icatIngest"), None)
     delivery.start()
     try:
         delivery.put(icat_message(body=investigation, kind=Kind.INVESTIGATION))

@@ -84,8 +84,12 @@ def test_events_outside_their_state_are_refused() -> None:
 
 
 def test_stop_is_final_from_any_state() -> None:
-    for steps in ([], ["connect"], ["connect", "connection_succeeded"],
-                  ["connect", "connection_failed"]):
+    for steps in (
+        [],
+        ["connect"],
+        ["connect", "connection_succeeded"],
+        ["connect", "connection_failed"],
+    ):
         link = BrokerLink([A])
         for step in steps:
             link.send(step)

@@ -1,0 +1,19 @@
+"""The committed diagrams are the charts as they are: a changed chart needs `python -m adapters.diagrams`."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters import diagrams
+
+
+@pytest.mark.parametrize("name", sorted(diagrams.CHARTS))
+def test_committed_mermaid_diagram_matches_its_chart(name: str) -> None:
+    committed = (diagrams.FOLDER / f"{name}.mmd").read_text()
+    assert committed == diagrams.mermaid(name), "run: python -m adapters.diagrams"
+
+
+@pytest.mark.parametrize("name", sorted(diagrams.CHARTS))
+def test_committed_svg_diagram_matches_its_chart(name: str) -> None:
+    committed = (diagrams.FOLDER / f"{name}.svg").read_bytes()
+    assert committed == diagrams.svg(name), "run: python -m adapters.diagrams"

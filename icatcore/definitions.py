@@ -9,6 +9,7 @@ building a dataset document never runs pydantic.
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -290,10 +291,7 @@ def parse_parameters(text: str) -> dict[str, ParameterValue]:
 
 def _checked_value(name: str, value: Any) -> ParameterValue:
     if isinstance(value, _SCALAR_TYPES):
-        if isinstance(value, str):
-            check_text(f"parameter {name}", value)
-        elif isinstance(value, float) and value != value:
-            raise InvalidInput(f"parameter {name}: NaN is not a value ICAT can store")
+        _check_scalar(name, value)
         return value
     if isinstance(value, list):
         items: list[str | int | float | bool] = []
@@ -303,14 +301,23 @@ def _checked_value(name: str, value: Any) -> ParameterValue:
                     f"parameter {name}: a list may only hold strings, numbers and booleans, "
                     f"got {_json_type(item)}: flatten it"
                 )
-            if isinstance(item, str):
-                check_text(f"parameter {name}", item)
+            _check_scalar(name, item)
             items.append(item)
         return tuple(items)
     raise InvalidInput(
         f"parameter {name}: {_json_type(value)} is not a value: send a string, a number, "
         "a boolean or a flat list of those"
     )
+
+
+def _check_scalar(name: str, value: str | int | float | bool) -> None:
+    if isinstance(value, str):
+        check_text(f"parameter {name}", value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(
+            f"parameter {name}: {value} (NaN or Infinity) is not a number JSON or ICAT "
+            "can hold: send it as a string, e.g. \"nan\""
+        )
 
 
 def _json_type(value: Any) -> str:

@@ -20,6 +20,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
+from itertools import chain
 from numbers import Number
 from typing import Any
 
@@ -68,17 +69,72 @@ def dataset_xml(record: DatasetRecord, *, machine: str, software: str) -> bytes:
         _element("name", "sample", parameters["Sample_name"]),
         "</tns:sample>",
     ]
-    for datafile in record.datafiles:
-        parts.append("<tns:datafile>")
-        parts.append(_element("location", "data file", datafile))
-        parts.append("</tns:datafile>")
-    for name, value in parameters.items():
-        parts.append("<tns:parameter>")
-        parts.append(_element("name", "parameter name", name))
-        parts.append(_element("value", f"parameter {name}", value))
-        parts.append("</tns:parameter>")
+    parts.append(_datafiles_xml(record.datafiles))
+    parts.append(_parameters_xml(parameters))
     parts.append("</tns:dataset>")
     return "".join(parts).encode("utf-8")
+
+
+# Markup stand-ins while all texts are checked and escaped in one pass: C0 controls,
+# which no accepted text can contain (XML cannot carry them).
+_ROW, _CELL, _FILE = "\x01", "\x02", "\x03"
+_XML_UNSAFE_BULK = re.compile("[\x00\x04-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape_bulk(blob: str, texts: Iterable[str]) -> str | None:
+    """`blob` (the `texts` joined) escaped for element text, or None for the careful path."""
+    if not all(map(str.isprintable, texts)) and _XML_UNSAFE_BULK.search(blob) is not None:
+        return None
+    blob = blob.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if "\r" in blob or "\n" in blob:
+        blob = blob.replace("\r", "&#13;").replace("\n", "&#10;")
+    return blob
+
+
+def _datafiles_xml(datafiles: tuple[str, ...]) -> str:
+    if not datafiles:
+        return ""
+    blob = _FILE.join(datafiles)
+    escaped = _escape_bulk(blob, datafiles)
+    if escaped is None or blob.count(_FILE) != len(datafiles) - 1 or _ROW in blob or _CELL in blob:
+        return "".join(
+            f"<tns:datafile>{_element('location', 'data file', path)}</tns:datafile>"
+            for path in datafiles
+        )
+    xml = (
+        "<tns:datafile><tns:location>"
+        + escaped.replace(_FILE, "</tns:location></tns:datafile><tns:datafile><tns:location>")
+        + "</tns:location></tns:datafile>"
+    )
+    return xml.replace("<tns:location></tns:location>", "<tns:location/>")
+
+
+def _parameters_xml(parameters: dict[str, str]) -> str:
+    blob = _ROW.join(map(_CELL.join, parameters.items()))
+    escaped = _escape_bulk(blob, chain(parameters, parameters.values()))
+    if (
+        escaped is None
+        or blob.count(_ROW) != len(parameters) - 1
+        or blob.count(_CELL) != len(parameters)
+        or _FILE in blob
+    ):
+        return "".join(
+            "<tns:parameter>"
+            + _element("name", "parameter name", name)
+            + _element("value", f"parameter {name}", value)
+            + "</tns:parameter>"
+            for name, value in parameters.items()
+        )
+    xml = (
+        "<tns:parameter><tns:name>"
+        + escaped.replace(_CELL, "</tns:name><tns:value>").replace(
+            _ROW, "</tns:value></tns:parameter><tns:parameter><tns:name>"
+        )
+        + "</tns:value></tns:parameter>"
+    )
+    return xml.replace("<tns:value></tns:value>", "<tns:value/>").replace(
+        "<tns:name></tns:name>", "<tns:name/>"
+    )
 
 
 def investigation_xml(record: InvestigationRecord) -> bytes:
@@ -161,29 +217,44 @@ def _normpath(path: str) -> str:
 
 
 def _rendered_parameters(parameters: Mapping[str, Any]) -> dict[str, str]:
+    try:
+        return _model_rendering(parameters)
+    except _ModelRefused:
+        return {name: _fallback(value) for name, value in parameters.items()}
+
+
+_Accepted = dict[str, tuple[int, str, Any]]
+"""ICAT name -> (its rank in the output, its text, the value it was made from)."""
+
+_TECHNIQUE_NAMES = ("definition", "technique_pid", "technique_pid_esrfet_version")
+
+
+def _model_rendering(parameters: Mapping[str, Any]) -> dict[str, str]:
     specs = parameter_specs()
-    accepted: dict[str, tuple[ParameterSpec, Any, str]] = {}
+    text_kind = ValueKind.TEXT
+    accepted: _Accepted = {}
     refused: list[tuple[str, Any]] = []
     unknown: list[tuple[str, Any]] = []
     for name, value in parameters.items():
         spec = specs.get(name)
         if spec is None:
             unknown.append((name, value))
-            continue
-        text = _render(spec, value)
-        if text is _INVALID:
-            refused.append((name, value))
-        elif text is not None:
-            accepted[name] = (spec, value, text)
+        elif spec.kind is text_kind and value.__class__ is str:
+            accepted[name] = (spec.rank, value, value)
+        else:
+            text = _render(spec, value)
+            if text is _INVALID:
+                refused.append((name, value))
+            elif text is not None:
+                accepted[name] = (spec.rank, text, value)
 
-    try:
+    if not _renamed_names().isdisjoint(accepted):
         _apply_renames(accepted, specs)
-    except _ModelRefused:
-        return {name: _fallback(value) for name, value in parameters.items()}
-    _apply_techniques(accepted, specs)
+    if not accepted.keys().isdisjoint(_TECHNIQUE_NAMES):
+        _apply_techniques(accepted, specs)
 
-    ordered = sorted(accepted.values(), key=lambda entry: entry[0].rank)
-    result = {spec.name: text for spec, _, text in ordered}
+    ranked = sorted((rank, name, text) for name, (rank, text, _) in accepted.items())
+    result = {name: text for _, name, text in ranked}
     for name, value in refused:
         result[name] = _fallback(value)
     for name, value in unknown:
@@ -191,12 +262,16 @@ def _rendered_parameters(parameters: Mapping[str, Any]) -> dict[str, str]:
     return result
 
 
-def _apply_renames(
-    accepted: dict[str, tuple[ParameterSpec, Any, str]], specs: Mapping[str, ParameterSpec]
-) -> None:
+@cache
+def _renamed_names() -> frozenset[str]:
+    return frozenset(name for name, spec in parameter_specs().items() if spec.renamed_to)
+
+
+def _apply_renames(accepted: _Accepted, specs: Mapping[str, ParameterSpec]) -> None:
     """A deprecated name's value moves to its successor unless that one is also given."""
-    for name in [name for name, entry in accepted.items() if entry[0].renamed_to]:
-        spec, value, text = accepted[name]
+    for name in _renamed_names().intersection(accepted):
+        spec = specs[name]
+        value = accepted[name][2]
         new_name = spec.renamed_to
         if new_name is None or new_name in accepted or new_name not in specs:
             continue
@@ -212,36 +287,33 @@ def _apply_renames(
         if new_text is None:
             continue
         del accepted[name]
-        accepted[new_name] = (new_spec, value, new_text)
+        accepted[new_name] = (new_spec.rank, new_text, value)
 
 
-def _apply_techniques(
-    accepted: dict[str, tuple[ParameterSpec, Any, str]], specs: Mapping[str, ParameterSpec]
-) -> None:
+def _apply_techniques(accepted: _Accepted, specs: Mapping[str, ParameterSpec]) -> None:
     """The definitions complete `definition`/`technique_pid` from the ESRF ontology."""
-    names = ("definition", "technique_pid", "technique_pid_esrfet_version")
-    if not any(name in accepted for name in names):
-        return
     from icat_esrf_definitions.models._base import esrfet
 
     def items(name: str) -> list[str] | None:
         entry = accepted.get(name)
         if entry is None:
             return None
-        return entry[2].split(" ") if entry[2] else []
+        return entry[1].split(" ") if entry[1] else []
 
-    version_entry = accepted.get(names[2])
+    version_entry = accepted.get(_TECHNIQUE_NAMES[2])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unknown techniques are kept, as pyicat-plus does
         result = esrfet.validate_fields(
-            items(names[0]), items(names[1]), version_entry[2] if version_entry else None
+            items(_TECHNIQUE_NAMES[0]),
+            items(_TECHNIQUE_NAMES[1]),
+            version_entry[1] if version_entry else None,
         )
-    for name, value in zip(names, result, strict=True):
+    for name, value in zip(_TECHNIQUE_NAMES, result, strict=True):
         if value is None:
             accepted.pop(name, None)
             continue
         text = value if isinstance(value, str) else " ".join(map(str, value))
-        accepted[name] = (specs[name], value, text)
+        accepted[name] = (specs[name].rank, text, value)
 
 
 def _render(spec: ParameterSpec, value: Any) -> Any:
@@ -313,7 +385,10 @@ def _custom(spec: ParameterSpec, value: Any) -> Any:
         return _INVALID
     if parsed is None:
         return None
-    return _icat_value(spec.meta._icat_serialize(parsed))
+    try:
+        return _icat_value(spec.meta._icat_serialize(parsed))
+    except Exception as error:  # pydantic would fail the whole model: see _ModelRefused
+        raise _ModelRefused(spec.name) from error
 
 
 def _exact(spec: ParameterSpec, value: Any) -> Any:
@@ -328,7 +403,10 @@ def _exact(spec: ParameterSpec, value: Any) -> Any:
     if parsed is None:
         return None
     mode = "icat" if spec.custom_serialization else "json"
-    return _icat_value(adapter.dump_python(parsed, mode=mode))
+    try:
+        return _icat_value(adapter.dump_python(parsed, mode=mode))
+    except Exception as error:
+        raise _ModelRefused(spec.name) from error
 
 
 @cache

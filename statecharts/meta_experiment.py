@@ -118,7 +118,7 @@ class MetaExperimentChart(StateChart):  # type: ignore[misc]
     def state_name(self) -> str:
         return str(next(iter(self.configuration)).name)
 
-    def handle(self, event: str, **arguments: Any) -> list[Effect]:
+    def handle(self, event: str, /, **arguments: Any) -> list[Effect]:
         try:
             self.send(event, **arguments)
         except self.TransitionNotAllowed:

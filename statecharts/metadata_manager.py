@@ -244,7 +244,7 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
         effects, self.effects = self.effects, []
         return effects
 
-    def handle(self, event: str, **arguments: Any) -> list[Effect]:
+    def handle(self, event: str, /, **arguments: Any) -> list[Effect]:
         """Send one event; a refusal raises `Refused` with the words the client will read."""
         try:
             self.send(event, **arguments)

@@ -21,7 +21,7 @@ STATES = {"OFF", "STANDBY", "ON", "RUNNING", "FAULT"}
 
 proposals = st.sampled_from(["", "hg123", "MX2024", "ih-ls3456", "bad/name", "x\x07y"])
 samples = st.sampled_from(["", "please enter", "lysozyme", "sample_2", "tab\tbed"])
-data_roots = st.sampled_from(["/data/visitor", "/data/id00/inhouse", "/tmp/t\x00"])
+data_roots = st.sampled_from(["/data/visitor", "/data/id00/inhouse", "/tmp/t\x1b"])
 dataset_names = st.sampled_from(["", "sample_0001", "scan 2", "a/b", "..", "ok\nno"])
 files = st.sampled_from(["/data/visitor/f1.h5", "/data/visitor/f2.edf", "bad\x1b[0m"])
 parameter_sets = st.sampled_from(

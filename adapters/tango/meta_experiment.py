@@ -31,7 +31,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
     def init_device(self) -> None:
         super().init_device()
         self.lock = threading.RLock()
-        self.followers = Followers(self.get_name())
+        self.audience = Followers(self.get_name())
         self.outlet: Outlet | None = None
         self.chart = MetaExperimentChart(Settings(beamline=""))
         for name in ("State", "Status", *MEMORIZED):
@@ -88,7 +88,8 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
     @attribute(dtype=(str,), max_dim_x=256)
     def followers(self) -> list[str]:
-        return self.followers.names()
+        """The MetadataManagers this device tells every change."""
+        return self.audience.names()
 
     # -- commands -------------------------------------------------------------------
 
@@ -96,8 +97,8 @@ class MetaExperiment(Device):  # type: ignore[misc]
     def Follow(self, follower: str) -> str:
         """A MetadataManager asks to be told every change; the answer is the experiment now."""
         with self.lock:
-            self.followers.add(follower)
-            return self.followers.encode(self.chart.experiment)
+            self.audience.add(follower)
+            return self.audience.encode(self.chart.experiment)
 
     @command
     def Reset(self) -> None:
@@ -113,16 +114,16 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
     # -- the shell: event in, effects out -------------------------------------------
 
-    def event(self, name: str, **arguments: object) -> None:
-        with self.lock, common.client_errors(f"MetaExperiment.{name}"):
-            self.run(self.chart.handle(name, **arguments))
+    def event(self, event: str, /, **arguments: object) -> None:
+        with self.lock, common.client_errors(f"MetaExperiment.{event}"):
+            self.run(self.chart.handle(event, **arguments))
             self.publish_state()
 
     def run(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, PublishExperiment):
                 self.memorize(effect.experiment)
-                self.followers.publish(effect.experiment)
+                self.audience.publish(effect.experiment)
                 self.push_experiment(effect.experiment)
             elif isinstance(effect, AnnounceInvestigation) and self.outlet is not None:
                 self.outlet.put(

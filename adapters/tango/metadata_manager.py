@@ -272,10 +272,10 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     # -- the shell: event in, effects out, state shown ------------------------------
 
-    def event(self, name: str, **arguments: object) -> None:
-        with self.lock, common.client_errors(f"MetadataManager.{name}"):
+    def event(self, event: str, /, **arguments: object) -> None:
+        with self.lock, common.client_errors(f"MetadataManager.{event}"):
             try:
-                self.run(self.chart.handle(name, **arguments))
+                self.run(self.chart.handle(event, **arguments))
             finally:
                 self.publish()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tango
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -12,7 +13,7 @@ from tests.rules import BeamlineRules, Subject
 
 
 def test_devices_follow_the_chart_step_by_step(beamline: Beamline) -> None:
-    wait_for(lambda: (beamline.outbox / "outbox.sqlite3").exists() or beamline.outbox.exists())
+    wait_for(lambda: MANAGER in (tango.DeviceProxy(META).followers or ()))
     session = TangoSession(META, MANAGER, OutboxStore(beamline.outbox))
 
     class DeviceRules(BeamlineRules):

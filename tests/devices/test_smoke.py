@@ -9,7 +9,7 @@ from tests.devices.tango_session import wait_for
 def test_manager_follows_the_meta_experiment(beamline: Beamline) -> None:
     meta = tango.DeviceProxy(META)
     manager = tango.DeviceProxy(MANAGER)
-    wait_for(lambda: manager.state() in (tango.DevState.OFF, tango.DevState.STANDBY))
+    wait_for(lambda: MANAGER in (meta.followers or ()))
     meta.proposal = "hg123"
     assert manager.state() == tango.DevState.STANDBY
     meta.sample = "lysozyme"

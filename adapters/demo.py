@@ -72,7 +72,10 @@ def session(meta: tango.DeviceProxy, manager: tango.DeviceProxy) -> None:
     show(manager, "userComment(...)")
     time.sleep(1.5)
     print("\nMetadataManager Status:\n  " + "\n  ".join(manager.status().splitlines()))
-    print(f"undeliveredCount = {manager.undeliveredCount}, brokerConnected = {manager.brokerConnected}")
+    print(
+        f"undeliveredCount = {manager.undeliveredCount}, "
+        f"brokerConnected = {manager.brokerConnected}"
+    )
 
 
 def run(state_dir: Path | None = None) -> int:

@@ -41,18 +41,32 @@ _SAMPLE_VALUES: dict[ValueKind, Any] = {
 def bench_record() -> DatasetRecord:
     """Every few names of each type, so the mix follows the definitions' own mix."""
     specs = parameter_specs()
-    reserved = {"Sample_name", "datasetName", "location", "proposal", "beamlineID",
-                "startDate", "endDate", "machine", "software", "complete", "input_datasets"}
+    reserved = {
+        "Sample_name",
+        "datasetName",
+        "location",
+        "proposal",
+        "beamlineID",
+        "startDate",
+        "endDate",
+        "machine",
+        "software",
+        "complete",
+        "input_datasets",
+    }
     candidates = [
-        spec for spec in sorted(specs.values(), key=lambda s: s.name)
-        if spec.kind in _SAMPLE_VALUES and spec.name not in reserved and not spec.renamed_to
+        spec
+        for spec in sorted(specs.values(), key=lambda s: s.name)
+        if spec.kind in _SAMPLE_VALUES
+        and spec.name not in reserved
+        and not spec.renamed_to
         and not spec.name.startswith(("definition", "technique"))
         and (spec.kind is not ValueKind.CUSTOM or "Slit" in spec.name)
     ]
     step = max(1, len(candidates) // PARAMETERS)
     chosen = candidates[::step][:PARAMETERS]
     parameters = {spec.name: _SAMPLE_VALUES[spec.kind] for spec in chosen}
-    start = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC)
     return DatasetRecord(
         proposal="HG-123",
         beamline="ID00",
@@ -80,19 +94,27 @@ def pyicat_builder(record: DatasetRecord) -> Callable[[], bytes]:
 
     metadata: dict[str, Any] = dict(record.parameters)
     metadata.update(
-        Sample_name=record.sample, startDate=record.start, endDate=record.end,
-        machine=MACHINE, software=SOFTWARE, complete=record.complete,
+        Sample_name=record.sample,
+        startDate=record.start,
+        endDate=record.end,
+        machine=MACHINE,
+        software=SOFTWARE,
+        complete=record.complete,
     )
 
     def build() -> bytes:
-        with warnings.catch_warnings(), mock.patch.object(
-            pyicat, "raw_serialize_dataset_message", with_files
+        with (
+            warnings.catch_warnings(),
+            mock.patch.object(pyicat, "raw_serialize_dataset_message", with_files),
         ):
             warnings.simplefilter("ignore")
             return bytes(
                 pyicat.serialize_dataset_message(
-                    beamline=record.beamline, proposal=record.proposal, dataset=record.name,
-                    path=record.location, metadata=metadata,
+                    beamline=record.beamline,
+                    proposal=record.proposal,
+                    dataset=record.name,
+                    path=record.location,
+                    metadata=metadata,
                 )
             )
 
@@ -111,7 +133,9 @@ def median_seconds(build: Callable[[], bytes], runs: int) -> float:
 
 def main() -> None:
     record = bench_record()
-    ours = median_seconds(lambda: dataset_xml(record, machine=MACHINE, software=SOFTWARE), RUNS_OURS)
+    ours = median_seconds(
+        lambda: dataset_xml(record, machine=MACHINE, software=SOFTWARE), RUNS_OURS
+    )
     reference_build = pyicat_builder(record)
     reference = median_seconds(reference_build, RUNS_PYICAT)
     same = dataset_xml(record, machine=MACHINE, software=SOFTWARE) == reference_build()

@@ -142,10 +142,13 @@ def metadata_manager(properties: Properties) -> MetadataManagerConfig:
     meta = _required(properties, "metaExperimentDevice", "id00/metaexp/test")
     if not DEVICE.match(meta):
         raise ConfigurationError(
-            f"property metaExperimentDevice {meta!r} is not a device name: write domain/family/member"
+            f"property metaExperimentDevice {meta!r} is not a device name: "
+            "write domain/family/member"
         )
     names = tuple(
-        item for value in _values(properties, "parameters") for item in value.replace(",", " ").split()
+        item
+        for value in _values(properties, "parameters")
+        for item in value.replace(",", " ").split()
     )
     unknown = definitions.unknown_parameters(names)
     if unknown:

@@ -132,9 +132,7 @@ def _output_ranks(model: Any) -> dict[str, int]:
     return order
 
 
-def _classify(
-    annotation: Any, constraints: Any
-) -> tuple[ValueKind, Any, tuple[str, ...], bool]:
+def _classify(annotation: Any, constraints: Any) -> tuple[ValueKind, Any, tuple[str, ...], bool]:
     import datetime
 
     from icat_esrf_definitions.models._base.custom_types.metadata.base import (
@@ -173,8 +171,10 @@ def _classify(
 
 def _strip_optional(annotation: Any) -> Any:
     args = [arg for arg in get_args(annotation) if arg is not type(None)]
-    if get_origin(annotation) is not None and len(args) == 1 and "Union" in repr(
-        get_origin(annotation)
+    if (
+        get_origin(annotation) is not None
+        and len(args) == 1
+        and "Union" in repr(get_origin(annotation))
     ):
         return args[0]
     if repr(annotation).startswith("typing.Optional[") and len(args) == 1:
@@ -316,7 +316,7 @@ def _check_scalar(name: str, value: str | int | float | bool) -> None:
     elif isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(
             f"parameter {name}: {value} (NaN or Infinity) is not a number JSON or ICAT "
-            "can hold: send it as a string, e.g. \"nan\""
+            'can hold: send it as a string, e.g. "nan"'
         )
 
 

@@ -70,7 +70,7 @@ def notification_message(
     machine: str,
     software: str,
     tags: Iterable[str] = (),
-    timezone: datetime.tzinfo = datetime.timezone.utc,
+    timezone: datetime.tzinfo = datetime.UTC,
 ) -> OutboxMessage:
     """A text message for the proposal logbook, or the beamline's when no proposal."""
     check_text("logbook message", text, max_length=MAX_MESSAGE_LENGTH, multiline=True)
@@ -133,7 +133,7 @@ def image_message(
     )
 
 
-def creation_date(created: float, timezone: datetime.tzinfo = datetime.timezone.utc) -> str:
+def creation_date(created: float, timezone: datetime.tzinfo = datetime.UTC) -> str:
     """`creationDate` as pyicat-plus writes it: ISO 8601 with the UTC offset."""
     return datetime.datetime.fromtimestamp(created, tz=timezone).isoformat()
 

@@ -14,7 +14,6 @@ names the model does not know, both in input order.
 from __future__ import annotations
 
 import datetime
-import math
 import posixpath
 import re
 import warnings
@@ -38,13 +37,21 @@ _INVALID = object()
 class _ModelRefused(Exception):
     """pyicat-plus's model fails even without the refused values: all go unconverted."""
 
+
 _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _NEEDS_ESCAPE = re.compile("[&<>\r\n]")
 _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;", "\n": "&#10;"}
 
 _FLOAT_TEXT = re.compile(r"[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", re.ASCII)
 _INT_TEXT = re.compile(r"[+-]?\d{1,18}", re.ASCII)
-_BOOL_TEXT = {"true": "true", "True": "true", "1": "true", "false": "false", "False": "false", "0": "false"}
+_BOOL_TEXT = {
+    "true": "true",
+    "True": "true",
+    "1": "true",
+    "false": "false",
+    "False": "false",
+    "0": "false",
+}
 _EXACT_FLOAT = 2**53
 
 
@@ -106,7 +113,9 @@ def _datafiles_xml(datafiles: tuple[str, ...]) -> str:
         + escaped.replace(_FILE, "</tns:location></tns:datafile><tns:datafile><tns:location>")
         + "</tns:location></tns:datafile>"
     )
-    return xml.replace("<tns:location></tns:location>", "<tns:location/>")
+    if "" in datafiles:  # xsdata writes an empty element short
+        xml = xml.replace("<tns:location></tns:location>", "<tns:location/>")
+    return xml
 
 
 def _parameters_xml(parameters: dict[str, str]) -> str:
@@ -132,9 +141,11 @@ def _parameters_xml(parameters: dict[str, str]) -> str:
         )
         + "</tns:value></tns:parameter>"
     )
-    return xml.replace("<tns:value></tns:value>", "<tns:value/>").replace(
-        "<tns:name></tns:name>", "<tns:name/>"
-    )
+    if "" in parameters.values():  # xsdata writes an empty element short
+        xml = xml.replace("<tns:value></tns:value>", "<tns:value/>")
+    if "" in parameters:
+        xml = xml.replace("<tns:name></tns:name>", "<tns:name/>")
+    return xml
 
 
 def investigation_xml(record: InvestigationRecord) -> bytes:
@@ -232,6 +243,7 @@ _TECHNIQUE_NAMES = ("definition", "technique_pid", "technique_pid_esrfet_version
 def _model_rendering(parameters: Mapping[str, Any]) -> dict[str, str]:
     specs = parameter_specs()
     text_kind = ValueKind.TEXT
+    renderers = _RENDERERS
     accepted: _Accepted = {}
     refused: list[tuple[str, Any]] = []
     unknown: list[tuple[str, Any]] = []
@@ -242,7 +254,7 @@ def _model_rendering(parameters: Mapping[str, Any]) -> dict[str, str]:
         elif spec.kind is text_kind and value.__class__ is str:
             accepted[name] = (spec.rank, value, value)
         else:
-            text = _render(spec, value)
+            text = renderers[spec.kind](spec, value)
             if text is _INVALID:
                 refused.append((name, value))
             elif text is not None:
@@ -318,63 +330,81 @@ def _apply_techniques(accepted: _Accepted, specs: Mapping[str, ParameterSpec]) -
 
 def _render(spec: ParameterSpec, value: Any) -> Any:
     """The string pyicat-plus's model makes of `value`, `_INVALID`, or None (omitted)."""
-    kind = spec.kind
-    if kind is ValueKind.TEXT:
-        return value if isinstance(value, str) else _INVALID
-    if kind is ValueKind.FLOAT:
-        if isinstance(value, float):
-            return str(value)
-        if isinstance(value, int) and abs(value) < _EXACT_FLOAT:
+    return _RENDERERS[spec.kind](spec, value)
+
+
+def _render_text(spec: ParameterSpec, value: Any) -> Any:
+    return value if isinstance(value, str) else _INVALID  # pydantic: no number -> str
+
+
+def _render_float(spec: ParameterSpec, value: Any) -> Any:
+    cls = value.__class__
+    if cls is str:
+        if _FLOAT_TEXT.fullmatch(value):
             return str(float(value))
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value):
-            return str(float(value))
-    elif kind is ValueKind.QUANTITY:
-        magnitude = _quantity_magnitude(value)
-        if magnitude is not None:
-            return str(float(magnitude)) if spec.quantity_float else str(magnitude)
-        return _custom(spec, value)
-    elif kind is ValueKind.INT:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, str) and _INT_TEXT.fullmatch(value):
-            return str(int(value))
-    elif kind is ValueKind.BOOL:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str) and value in _BOOL_TEXT:
-            return _BOOL_TEXT[value]
-    elif kind is ValueKind.DATETIME:
-        if isinstance(value, datetime.datetime):
-            return _json_datetime(value)
-    elif kind is ValueKind.CHOICE:
-        if isinstance(value, str) and value in spec.choices:
-            return value
-    elif kind is ValueKind.CUSTOM:
-        return _custom(spec, value)
+    elif cls is float:
+        return str(value)
+    elif cls is int and -_EXACT_FLOAT < value < _EXACT_FLOAT:
+        return str(float(value))
     return _exact(spec, value)
 
 
-def _quantity_magnitude(value: Any) -> int | float | None:
-    """A plain number in the field's own unit, as icat-esrf-definitions reads it.
+def _render_int(spec: ParameterSpec, value: Any) -> Any:
+    cls = value.__class__
+    if cls is str:
+        if _INT_TEXT.fullmatch(value):
+            return str(int(value))
+    elif cls is int:
+        return str(value)
+    return _exact(spec, value)
 
-    None when the value needs the full parser (units, lists, odd spellings).
+
+def _render_bool(spec: ParameterSpec, value: Any) -> Any:
+    if value.__class__ is bool:
+        return "true" if value else "false"
+    if value.__class__ is str and value in _BOOL_TEXT:
+        return _BOOL_TEXT[value]
+    return _exact(spec, value)
+
+
+def _render_datetime(spec: ParameterSpec, value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return _json_datetime(value)
+    return _exact(spec, value)
+
+
+def _render_choice(spec: ParameterSpec, value: Any) -> Any:
+    if value.__class__ is str and value in spec.choices:
+        return value
+    return _exact(spec, value)
+
+
+def _render_quantity(spec: ParameterSpec, value: Any) -> Any:
+    """A plain number is in the field's own unit; the rest goes to the definitions' parser.
+
+    A text is read as icat-esrf-definitions reads it: Python's float() of its single
+    token, kept an int when integral.
     """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if abs(value) < _EXACT_FLOAT else None
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        tokens = value.split()
-        if len(tokens) != 1 or not _FLOAT_TEXT.fullmatch(tokens[0]):
-            return None
-        number = float(tokens[0])
-        if not math.isfinite(number):
-            return None
+    cls = value.__class__
+    magnitude: int | float
+    if cls is str:
+        try:
+            number = float(value)
+        except ValueError:
+            return _custom(spec, value)
+        if number - number != 0:  # inf or nan: the definitions refuse them
+            return _custom(spec, value)
         integer = int(number)
-        return integer if number == integer else number
-    return None
+        magnitude = integer if number == integer else number
+    elif cls is float:
+        if value - value != 0:
+            return _custom(spec, value)
+        magnitude = value
+    elif cls is int and -_EXACT_FLOAT < value < _EXACT_FLOAT:
+        magnitude = value
+    else:
+        return _custom(spec, value)
+    return str(float(magnitude)) if spec.quantity_float else str(magnitude)
 
 
 def _custom(spec: ParameterSpec, value: Any) -> Any:
@@ -407,6 +437,19 @@ def _exact(spec: ParameterSpec, value: Any) -> Any:
         return _icat_value(adapter.dump_python(parsed, mode=mode))
     except Exception as error:
         raise _ModelRefused(spec.name) from error
+
+
+_RENDERERS: dict[ValueKind, Callable[[ParameterSpec, Any], Any]] = {
+    ValueKind.TEXT: _render_text,
+    ValueKind.FLOAT: _render_float,
+    ValueKind.INT: _render_int,
+    ValueKind.BOOL: _render_bool,
+    ValueKind.DATETIME: _render_datetime,
+    ValueKind.CHOICE: _render_choice,
+    ValueKind.QUANTITY: _render_quantity,
+    ValueKind.CUSTOM: lambda spec, value: _custom(spec, value),
+    ValueKind.CONSTRAINED: lambda spec, value: _exact(spec, value),
+}
 
 
 @cache

@@ -285,9 +285,7 @@ def _missing(chart: MetadataManagerChart, event: str) -> str:
     if event == "reset":
         return "Reset only leaves FAULT"
     if state == "running":
-        return (
-            f"dataset {chart.dataset_name!r} is RUNNING; call EndDataset or AbortDataset first"
-        )
+        return f"dataset {chart.dataset_name!r} is RUNNING; call EndDataset or AbortDataset first"
     if event in ("end_dataset", "abort_dataset", "add_file"):
         return "no dataset is running; call StartDataset first"
     if not chart.linked:
@@ -318,7 +316,10 @@ def describe(chart: MetadataManagerChart) -> str:
         )
     if state == "standby":
         if not chart.sample_known():
-            return f"Proposal {experiment.proposal}: the sample is not specified (write sample on {meta})"
+            return (
+                f"Proposal {experiment.proposal}: the sample is not specified "
+                f"(write sample on {meta})"
+            )
         return f"Proposal {experiment.proposal}, sample {experiment.sample!r}: write datasetName"
     if not chart.linked:
         return f"OFF: MetaExperiment {meta} cannot be reached; waiting for it"

@@ -155,8 +155,10 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
     def memorized(self) -> Experiment:
         try:
-            found = tango.Util.instance().get_database().get_device_attribute_property(
-                self.get_name(), list(MEMORIZED)
+            found = (
+                tango.Util.instance()
+                .get_database()
+                .get_device_attribute_property(self.get_name(), list(MEMORIZED))
             )
         except tango.DevFailed:
             return Experiment()

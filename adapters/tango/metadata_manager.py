@@ -87,7 +87,9 @@ class MetadataManager(Device):  # type: ignore[misc]
     def found(self, experiment: Experiment) -> None:
         with self.lock:
             first = not self.chart.linked
-            self.run(self.chart.handle("experiment_changed", experiment=experiment, at=common.now()))
+            self.run(
+                self.chart.handle("experiment_changed", experiment=experiment, at=common.now())
+            )
             if first and self.memorized_dataset:
                 self.chart.restore(experiment=None, dataset_name=self.memorized_dataset)
                 self.memorized_dataset = ""
@@ -296,7 +298,9 @@ class MetadataManager(Device):  # type: ignore[misc]
         try:
             self.store(message)
         except tango.DevFailed:
-            self.chart.handle("storage_failed", problem=self.storage_problem, dataset=effect.dataset)
+            self.chart.handle(
+                "storage_failed", problem=self.storage_problem, dataset=effect.dataset
+            )
             raise
         self.memorize("")
 
@@ -381,8 +385,10 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     def memorized(self) -> str:
         try:
-            found = tango.Util.instance().get_database().get_device_attribute_property(
-                self.get_name(), ["datasetName"]
+            found = (
+                tango.Util.instance()
+                .get_database()
+                .get_device_attribute_property(self.get_name(), ["datasetName"])
             )
         except tango.DevFailed:
             return ""

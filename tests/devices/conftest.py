@@ -26,7 +26,9 @@ class Beamline:
 @pytest.fixture(scope="session")
 def beamline(tango_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Beamline]:
     state = tmp_path_factory.mktemp("state")
-    register(tango_db, "MetaExperiment/devtest", "MetaExperiment", {META: {"beamlineID": [BEAMLINE]}})
+    register(
+        tango_db, "MetaExperiment/devtest", "MetaExperiment", {META: {"beamlineID": [BEAMLINE]}}
+    )
     register(
         tango_db,
         "MetadataManager/devtest",

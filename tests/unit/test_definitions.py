@@ -29,7 +29,13 @@ def test_names_are_the_definition_files_placeholders() -> None:
 
 
 def test_well_known_names_are_known() -> None:
-    for name in ("Sample_name", "datasetName", "InstrumentSource_current", "MX_beamShape", "scanNumber"):
+    for name in (
+        "Sample_name",
+        "datasetName",
+        "InstrumentSource_current",
+        "MX_beamShape",
+        "scanNumber",
+    ):
         assert name in parameter_names()
     assert "Sample_Name" not in parameter_names()  # case matters to ICAT
 
@@ -124,8 +130,11 @@ def test_parse_parameters_accepts_scalars_and_flat_lists() -> None:
         "InstrumentSlitPrimary_vertical_gap": (1.5, 2, "3"),
     }
     assert list(parsed) == [
-        "Sample_description", "scanNumber", "InstrumentBeam_incident_polarization",
-        "complete", "InstrumentSlitPrimary_vertical_gap",
+        "Sample_description",
+        "scanNumber",
+        "InstrumentBeam_incident_polarization",
+        "complete",
+        "InstrumentSlitPrimary_vertical_gap",
     ]
     assert parse_parameters("{}") == {}
 

@@ -1,4 +1,7 @@
-"""The committed diagrams are the charts as they are: a changed chart needs `python -m adapters.diagrams`."""
+"""The committed diagrams are the charts as they are.
+
+A changed chart needs `python -m adapters.diagrams`.
+"""
 
 from __future__ import annotations
 

@@ -86,8 +86,15 @@ def test_notification_is_the_request_pyicat_plus_makes(
 ) -> None:
     text = 'scan "a" <b> & ü\nline 2'
     message = notification_message(
-        id="m1", created=CREATED, category=category, text=text, beamline="id00",
-        proposal=proposal, dataset_name=dataset, machine=MACHINE, software=SOFTWARE,
+        id="m1",
+        created=CREATED,
+        category=category,
+        text=text,
+        beamline="id00",
+        proposal=proposal,
+        dataset_name=dataset,
+        machine=MACHINE,
+        software=SOFTWARE,
         tags=("auto", "bliss", "auto"),
     )
     reference = _capture(
@@ -112,8 +119,14 @@ def test_notification_is_the_request_pyicat_plus_makes(
 def test_image_is_the_request_pyicat_plus_makes() -> None:
     raw = base64.b64decode(PNG.split(",", 1)[1])
     message = image_message(
-        id="m2", created=CREATED, data_url=PNG, beamline="id00", proposal="hg123",
-        dataset_name="sample_0001", machine=MACHINE, software=SOFTWARE,
+        id="m2",
+        created=CREATED,
+        data_url=PNG,
+        beamline="id00",
+        proposal="hg123",
+        dataset_name="sample_0001",
+        machine=MACHINE,
+        software=SOFTWARE,
     )
     reference = _capture(
         lambda client: client.send_binary_data(
@@ -140,8 +153,15 @@ def test_category_mapping_follows_pyicat_plus() -> None:
 
 def test_outbox_envelope_keeps_the_key_out() -> None:
     message = notification_message(
-        id="m3", created=CREATED, category=Category.INFO, text="hi", beamline="id00",
-        proposal="hg123", dataset_name=None, machine=MACHINE, software=SOFTWARE,
+        id="m3",
+        created=CREATED,
+        category=Category.INFO,
+        text="hi",
+        beamline="id00",
+        proposal="hg123",
+        dataset_name=None,
+        machine=MACHINE,
+        software=SOFTWARE,
     )
     assert message.channel is Channel.ICATPLUS
     assert message.kind is Kind.NOTIFICATION
@@ -158,8 +178,16 @@ def test_creation_date_is_iso_with_offset() -> None:
     assert creation_date(CREATED, paris) == "2024-05-06T09:20:00.250000+02:00"
     body = json.loads(
         notification_message(
-            id="m", created=CREATED, category=Category.INFO, text="x", beamline="id00",
-            proposal=None, dataset_name=None, machine="m", software="s", timezone=paris,
+            id="m",
+            created=CREATED,
+            category=Category.INFO,
+            text="x",
+            beamline="id00",
+            proposal=None,
+            dataset_name=None,
+            machine="m",
+            software="s",
+            timezone=paris,
         ).body
     )
     assert body["creationDate"] == "2024-05-06T09:20:00.250000+02:00"
@@ -180,8 +208,14 @@ def test_creation_date_is_iso_with_offset() -> None:
 def test_malformed_data_url_is_refused_with_the_reason(data_url: str, problem: str) -> None:
     with pytest.raises(InvalidInput, match=problem):
         image_message(
-            id="m", created=CREATED, data_url=data_url, beamline="id00", proposal=None,
-            dataset_name=None, machine="m", software="s",
+            id="m",
+            created=CREATED,
+            data_url=data_url,
+            beamline="id00",
+            proposal=None,
+            dataset_name=None,
+            machine="m",
+            software="s",
         )
 
 
@@ -194,16 +228,30 @@ def test_well_formed_data_urls_are_accepted() -> None:
 def test_unsendable_text_is_refused(text: str) -> None:
     with pytest.raises(InvalidInput):
         notification_message(
-            id="m", created=CREATED, category=Category.COMMENT, text=text, beamline="id00",
-            proposal="hg123", dataset_name=None, machine="m", software="s",
+            id="m",
+            created=CREATED,
+            category=Category.COMMENT,
+            text=text,
+            beamline="id00",
+            proposal="hg123",
+            dataset_name=None,
+            machine="m",
+            software="s",
         )
 
 
 def test_multiline_comment_is_kept() -> None:
     body = json.loads(
         notification_message(
-            id="m", created=CREATED, category=Category.COMMENT, text="a\n\tb",
-            beamline="id00", proposal="hg123", dataset_name=None, machine="m", software="s",
+            id="m",
+            created=CREATED,
+            category=Category.COMMENT,
+            text="a\n\tb",
+            beamline="id00",
+            proposal="hg123",
+            dataset_name=None,
+            machine="m",
+            software="s",
         ).body
     )
     assert body["content"] == [{"format": "plainText", "text": "a\n\tb"}]

@@ -25,17 +25,24 @@ from icatcore.messages import dataset_xml, investigation_xml
 from icatcore.records import DatasetRecord, InvestigationRecord
 
 pyicat_dataset = pytest.importorskip("pyicat_plus._icat_messaging.serializers.dataset")
-pyicat_investigation = pytest.importorskip(
-    "pyicat_plus._icat_messaging.serializers.investigation"
-)
+pyicat_investigation = pytest.importorskip("pyicat_plus._icat_messaging.serializers.investigation")
 
 MACHINE = "lid00ctrl.esrf.fr"
 SOFTWARE = "icat-servers_v1"
 
 SPECS = parameter_specs()
 RESERVED = {
-    "Sample_name", "startDate", "endDate", "machine", "software", "complete",
-    "datasetName", "location", "proposal", "beamlineID", "input_datasets",
+    "Sample_name",
+    "startDate",
+    "endDate",
+    "machine",
+    "software",
+    "complete",
+    "datasetName",
+    "location",
+    "proposal",
+    "beamlineID",
+    "input_datasets",
 }
 
 
@@ -76,13 +83,15 @@ finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 numbers = st.one_of(st.integers(-(10**9), 10**9), finite_floats)
 timezones = st.sampled_from(
     [
-        datetime.timezone.utc,
+        datetime.UTC,
         datetime.timezone(datetime.timedelta(hours=2)),
         datetime.timezone(datetime.timedelta(hours=-5, minutes=-30)),
     ]
 )
 moments = st.datetimes(
-    min_value=datetime.datetime(1970, 1, 2), max_value=datetime.datetime(2100, 1, 1), timezones=timezones
+    min_value=datetime.datetime(1970, 1, 2),
+    max_value=datetime.datetime(2100, 1, 1),
+    timezones=timezones,
 )
 
 
@@ -120,8 +129,15 @@ def _value_for(spec: ParameterSpec) -> st.SearchStrategy[Any]:
 @st.composite
 def parameters(draw: st.DrawFn) -> dict[str, Any]:
     groups = [
-        TEXT_NAMES, FLOAT_NAMES, INT_NAMES, BOOL_NAMES, QUANTITY_NAMES,
-        CUSTOM_NAMES, CHOICE_NAMES, DATETIME_NAMES, RENAMED_NAMES,
+        TEXT_NAMES,
+        FLOAT_NAMES,
+        INT_NAMES,
+        BOOL_NAMES,
+        QUANTITY_NAMES,
+        CUSTOM_NAMES,
+        CHOICE_NAMES,
+        DATETIME_NAMES,
+        RENAMED_NAMES,
     ]
     chosen: dict[str, Any] = {}
     for _ in range(draw(st.integers(0, 12))):
@@ -153,7 +169,10 @@ def datasets(draw: st.DrawFn) -> DatasetRecord:
         location=location + draw(st.sampled_from(["", "/", "/./", "//x/.."])),
         sample=draw(names),
         start=start,
-        end=start + draw(st.timedeltas(min_value=datetime.timedelta(0), max_value=datetime.timedelta(days=3))),
+        end=start
+        + draw(
+            st.timedeltas(min_value=datetime.timedelta(0), max_value=datetime.timedelta(days=3))
+        ),
         complete=draw(st.booleans()),
         parameters=draw(parameters()),
         datafiles=tuple(draw(st.lists(location_texts(), max_size=4))),
@@ -202,7 +221,12 @@ def reference_dataset_xml(record: DatasetRecord) -> bytes:
 
 def tree(document: bytes) -> list[Any]:
     def node(element: ET.Element) -> list[Any]:
-        return [element.tag, sorted(element.attrib.items()), element.text or "", [node(c) for c in element]]
+        return [
+            element.tag,
+            sorted(element.attrib.items()),
+            element.text or "",
+            [node(c) for c in element],
+        ]
 
     return node(ET.fromstring(document))
 
@@ -239,7 +263,7 @@ def test_investigation_document_is_pyicat_plus_document(record: InvestigationRec
 
 def test_typical_dataset_is_byte_identical() -> None:
     """Without datafiles or line breaks the two documents are the same bytes."""
-    start = datetime.datetime(2024, 5, 6, 7, 8, 9, 120000, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2024, 5, 6, 7, 8, 9, 120000, tzinfo=datetime.UTC)
     record = DatasetRecord(
         proposal="HG-123",
         beamline="ID00",
@@ -249,20 +273,40 @@ def test_typical_dataset_is_byte_identical() -> None:
         start=start,
         end=start + datetime.timedelta(seconds=61.5),
         complete=False,
-        parameters={"InstrumentBeam_incident_polarization": "0.5", "Sample_distance": "12", "scanNumber": 4},
+        parameters={
+            "InstrumentBeam_incident_polarization": "0.5",
+            "Sample_distance": "12",
+            "scanNumber": 4,
+        },
     )
     assert dataset_xml(record, machine=MACHINE, software=SOFTWARE) == reference_dataset_xml(record)
 
 
 def test_datafiles_sit_between_sample_and_parameters() -> None:
-    start = datetime.datetime(2024, 5, 6, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2024, 5, 6, tzinfo=datetime.UTC)
     record = DatasetRecord(
-        proposal="hg1", beamline="id00", name="d", location="/data/x", sample="s",
-        start=start, end=start, datafiles=("/data/x/a.h5", "/data/x/b.h5"),
+        proposal="hg1",
+        beamline="id00",
+        name="d",
+        location="/data/x",
+        sample="s",
+        start=start,
+        end=start,
+        datafiles=("/data/x/a.h5", "/data/x/b.h5"),
     )
-    tags = [child.tag.split("}")[1] for child in ET.fromstring(dataset_xml(record, machine="m", software="s"))]
+    tags = [
+        child.tag.split("}")[1]
+        for child in ET.fromstring(dataset_xml(record, machine="m", software="s"))
+    ]
     assert tags[:9] == [
-        "investigation", "instrument", "name", "location", "startDate", "endDate",
-        "sample", "datafile", "datafile",
+        "investigation",
+        "instrument",
+        "name",
+        "location",
+        "startDate",
+        "endDate",
+        "sample",
+        "datafile",
+        "datafile",
     ]
     assert set(tags[9:]) == {"parameter"}

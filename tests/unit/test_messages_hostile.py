@@ -17,13 +17,13 @@ from icatcore.messages import dataset_xml, investigation_xml
 from icatcore.records import DatasetRecord, InvestigationRecord
 
 NS = {"tns": "http://www.esrf.fr/icat"}
-START = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+START = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
 
 HOSTILE = [
     "<&>",
     "]]>",
     "<![CDATA[x]]>",
-    '"quoted" and \'single\'',
+    "\"quoted\" and 'single'",
     "</tns:value></tns:parameter><tns:parameter><tns:name>evil</tns:name><tns:value>1",
     "&amp; &lt; &#60; &unknown;",
     "<?xml version='1.0'?>",
@@ -33,7 +33,16 @@ HOSTILE = [
     "C1 control \x85 and DEL \x7f",
     "\U0010fffd astral end",
 ]
-UNCARRIABLE = ["nul\x00", "bell\x07", "esc\x1b", "form\x0c", "lone \ud800", "lone \udfff", "\ufffe", "\uffff"]
+UNCARRIABLE = [
+    "nul\x00",
+    "bell\x07",
+    "esc\x1b",
+    "form\x0c",
+    "lone \ud800",
+    "lone \udfff",
+    "\ufffe",
+    "\uffff",
+]
 
 
 def record(text: str, **changes: object) -> DatasetRecord:
@@ -112,9 +121,9 @@ def test_one_megabyte_with_one_bad_character_is_refused() -> None:
         dataset_xml(record(text), machine="m", software="s")
 
 
-xml_chars = st.characters(
-    blacklist_categories=("Cs",), blacklist_characters="\ufffe\uffff"
-).filter(lambda c: c in "\t\n\r" or ord(c) >= 0x20)
+xml_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\ufffe\uffff").filter(
+    lambda c: c in "\t\n\r" or ord(c) >= 0x20
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -132,7 +141,9 @@ def test_any_text_round_trips_or_is_refused(text: str) -> None:
         document = dataset_xml(record(text), machine="m", software="s")
     except InvalidInput:
         assert any(
-            ord(c) < 0x20 and c not in "\t\n\r" or 0xD800 <= ord(c) <= 0xDFFF or c in "\ufffe\uffff"
+            (ord(c) < 0x20 and c not in "\t\n\r")
+            or 0xD800 <= ord(c) <= 0xDFFF
+            or c in "\ufffe\uffff"
             for c in text
         )
     else:

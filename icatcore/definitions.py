@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from icatcore.errors import InvalidInput
 from icatcore.records import ParameterValue
@@ -170,15 +171,11 @@ def _classify(annotation: Any, constraints: Any) -> tuple[ValueKind, Any, tuple[
 
 
 def _strip_optional(annotation: Any) -> Any:
-    args = [arg for arg in get_args(annotation) if arg is not type(None)]
-    if (
-        get_origin(annotation) is not None
-        and len(args) == 1
-        and "Union" in repr(get_origin(annotation))
-    ):
-        return args[0]
-    if repr(annotation).startswith("typing.Optional[") and len(args) == 1:
-        return args[0]
+    """`Optional[X]` -> `X`; anything else unchanged."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
     return annotation
 
 

@@ -102,6 +102,7 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
         self.location = ""
         self.problem = ""
         self.unsaved: list[DatasetRecord] = []
+        self.remembered_dataset_name = ""
         self.effects: list[Effect] = []
         super().__init__()
 
@@ -155,6 +156,9 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
             self.dataset_name = ""
         self.experiment = experiment
         self.linked = True
+        if self.remembered_dataset_name and self.sample_known() and not self.dataset_started():
+            self.dataset_name = self.remembered_dataset_name
+        self.remembered_dataset_name = ""
 
     def on_experiment_lost(self) -> None:
         self.linked = False
@@ -252,12 +256,9 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
             raise Refused(why_not(self, event)) from None
         return self.take_effects()
 
-    def restore(self, *, experiment: Experiment | None, dataset_name: str) -> None:
-        """Take back what a restart kept (memorized attributes), without new effects."""
-        if experiment is not None:
-            self.handle("experiment_changed", experiment=experiment, at=None)
-        if dataset_name and self.current_state_value == "standby" and self.sample_known():
-            self.handle("name_dataset", name=dataset_name)
+    def remember(self, dataset_name: str) -> None:
+        """A restart kept this datasetName: it applies when the MetaExperiment is found."""
+        self.remembered_dataset_name = dataset_name
 
 
 EVENT_NAMES = {

@@ -49,6 +49,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.outlet: Outlet | None = None
         self.leader: Leader | None = None
         self.last_file = ""
+        self.metadata_file = ""
         self.shown: tuple[object, ...] = ()
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
         for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
@@ -66,10 +67,11 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.add_parameter_attributes(settings.parameters)
         try:
             directory = common.state_directory(self.outboxDirectory, self.get_name())
+            self.copies = directory / "metadata"
             self.outlet = Outlet(directory, settings.delivery)
         except OutboxUnavailable as error:
             self.chart.handle("fail", problem=str(error))
-        self.memorized_dataset = self.memorized()
+        self.chart.remember(self.memorized())
         self.leader = Leader(self.get_name(), settings.meta_experiment, self.found, self.lost)
         self.leader.start()
         self.watcher = threading.Thread(target=self.watch_health, daemon=True)
@@ -85,20 +87,10 @@ class MetadataManager(Device):  # type: ignore[misc]
     # -- the MetaExperiment ---------------------------------------------------------
 
     def found(self, experiment: Experiment) -> None:
-        with self.lock:
-            first = not self.chart.linked
-            self.run(
-                self.chart.handle("experiment_changed", experiment=experiment, at=common.now())
-            )
-            if first and self.memorized_dataset:
-                self.chart.restore(experiment=None, dataset_name=self.memorized_dataset)
-                self.memorized_dataset = ""
-            self.publish()
+        self.event("experiment_changed", experiment=experiment, at=common.now())
 
     def lost(self) -> None:
-        with self.lock:
-            self.chart.handle("experiment_lost")
-            self.publish()
+        self.event("experiment_lost")
 
     @command(dtype_in=str)
     def ExperimentChanged(self, text: str) -> None:
@@ -142,7 +134,7 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @attribute(dtype=str)
     def metadataFile(self) -> str:
-        return ""
+        return self.metadata_file
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
     def lastDataFile(self) -> str:
@@ -303,6 +295,18 @@ class MetadataManager(Device):  # type: ignore[misc]
             )
             raise
         self.memorize("")
+        self.keep_copy(message.id, xml)
+
+    def keep_copy(self, message_id: str, xml: bytes) -> None:
+        """The dataset's XML as a file too, for people who look; the outbox is what counts."""
+        path = self.copies / f"{message_id}.xml"
+        try:
+            self.copies.mkdir(exist_ok=True)
+            path.write_bytes(xml)
+            self.metadata_file = str(path)
+        except OSError as error:
+            common.log.warning("could not write %s: %s", path, error)
+            self.metadata_file = ""
 
     def store(self, message: Any) -> None:
         if self.outlet is None:

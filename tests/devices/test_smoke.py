@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import tango
 
 from tests.devices.conftest import MANAGER, META, Beamline
@@ -19,3 +21,5 @@ def test_manager_follows_the_meta_experiment(beamline: Beamline) -> None:
     assert manager.state() == tango.DevState.RUNNING
     manager.EndDataset()
     assert manager.state() == tango.DevState.STANDBY
+    copy = Path(manager.metadataFile)
+    assert copy.is_file() and b"<tns:name>sample_0001</tns:name>" in copy.read_bytes()

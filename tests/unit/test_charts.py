@@ -199,3 +199,24 @@ def test_meta_experiment_refuses_control_characters() -> None:
     with pytest.raises(InvalidInput):
         chart.handle("write_sample", name="a\x1b[31mb")
     assert chart.experiment == Experiment()
+
+
+def test_a_remembered_dataset_name_comes_back_when_the_meta_experiment_is_found() -> None:
+    session = PureSession()
+    session.write_proposal("hg123")
+    session.write_sample("lysozyme")
+    restarted = PureSession()
+    restarted.meta = session.meta
+    restarted.manager.handle("experiment_lost")
+    restarted.manager.remember("sample_0007")
+    restarted.find_meta()
+    assert (restarted.observe().state, restarted.observe().dataset_name) == ("ON", "sample_0007")
+
+
+def test_a_remembered_dataset_name_needs_a_sample() -> None:
+    session = PureSession()
+    session.manager.handle("experiment_lost")
+    session.manager.remember("sample_0007")
+    session.write_proposal("hg123")
+    session.find_meta()
+    assert (session.observe().state, session.observe().dataset_name) == ("STANDBY", "")

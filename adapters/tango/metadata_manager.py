@@ -15,10 +15,11 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property, run
 
+from adapters.delivery import DeliveryHealth
 from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.link import Leader
-from adapters.tango.outlet import Outlet
+from adapters.tango.outlet import CLOSED, Outlet
 from icatcore import config, elogbook, messages
 from icatcore.definitions import parse_parameters
 from icatcore.errors import ConfigurationError
@@ -48,37 +49,56 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.lock = threading.RLock()
         self.outlet: Outlet | None = None
         self.leader: Leader | None = None
+        self.watcher: threading.Thread | None = None
+        self.parameter_names: tuple[str, ...] = ()
         self.last_file = ""
         self.metadata_file = ""
         self.shown: tuple[object, ...] = ()
+        self.stopping = threading.Event()
+        self.delivery_line = ""
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
         for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
             self.set_change_event(name, True, False)
+        problem = self.configure()
+        self.chart.remember(self.memorized())
+        if problem:
+            self.chart.handle("fail", problem=problem)
+        self.publish()
+
+    def configure(self) -> str:
+        """Read the properties and open what they name; the problem, if any, in words."""
         try:
             settings = config.metadata_manager(common.properties(self))
         except ConfigurationError as error:
-            self.chart.handle("fail", problem=str(error))
-            self.publish()
-            return
+            return str(error)
         self.settings = settings
         self.chart.settings = Settings(
             settings.beamline, settings.meta_experiment, settings.data_folder_pattern
         )
         self.add_parameter_attributes(settings.parameters)
-        try:
-            directory = common.state_directory(self.outboxDirectory, self.get_name())
-            self.copies = directory / "metadata"
-            self.outlet = Outlet(directory, settings.delivery)
-        except OutboxUnavailable as error:
-            self.chart.handle("fail", problem=str(error))
-        self.chart.remember(self.memorized())
-        self.leader = Leader(self.get_name(), settings.meta_experiment, self.found, self.lost)
-        self.leader.start()
-        self.watcher = threading.Thread(target=self.watch_health, daemon=True)
-        self.watcher.start()
-        self.publish()
+        directory = common.state_directory(self.outboxDirectory, self.get_name())
+        self.copies = directory / "metadata"
+        if self.outlet is not None and self.outlet.settings != settings.delivery:
+            self.outlet.close()
+            self.outlet = None
+        if self.outlet is None:
+            try:
+                self.outlet = Outlet(directory, settings.delivery)
+            except OutboxUnavailable as error:
+                return str(error)
+        self.delivery_line = self.health().status_line(time.time())
+        if self.leader is None or self.leader.leader != settings.meta_experiment:
+            if self.leader is not None:
+                self.leader.stop()
+            self.leader = Leader(self.get_name(), settings.meta_experiment, self.found, self.lost)
+            self.leader.start()
+        if self.watcher is None:
+            self.watcher = threading.Thread(target=self.watch_health, daemon=True)
+            self.watcher.start()
+        return ""
 
     def delete_device(self) -> None:
+        self.stopping.set()
         if self.leader is not None:
             self.leader.stop()
         if self.outlet is not None:
@@ -152,26 +172,28 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @attribute(dtype=int)
     def undeliveredCount(self) -> int:
-        return self.health().undelivered if self.outlet else 0
+        return self.health().undelivered
 
     @attribute(dtype=float, unit="s")
     def oldestUndeliveredAge(self) -> float:
-        return self.health().oldest_age(time.time()) if self.outlet else 0.0
+        return self.health().oldest_age(time.time())
 
     @attribute(dtype=str)
     def lastDeliveryError(self) -> str:
-        return (self.health().last_error or "") if self.outlet else ""
+        return self.health().last_error or ""
 
     @attribute(dtype=bool)
     def brokerConnected(self) -> bool:
-        return self.health().broker_connected if self.outlet else False
+        return self.health().broker_connected
 
     @attribute(dtype=int)
     def setAsideCount(self) -> int:
-        return self.health().set_aside if self.outlet else 0
+        return self.health().set_aside
 
     def add_parameter_attributes(self, names: tuple[str, ...]) -> None:
         for name in names:
+            if name in self.parameter_names:
+                continue
             self.add_attribute(
                 attribute(
                     name=name,
@@ -181,6 +203,7 @@ class MetadataManager(Device):  # type: ignore[misc]
                     fset=self.write_parameter,
                 )
             )
+        self.parameter_names = tuple(dict.fromkeys((*self.parameter_names, *names)))
 
     def read_parameter(self, attr: tango.Attribute) -> str:
         return str(self.chart.parameters.get(attr.get_name(), ""))
@@ -251,17 +274,9 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @command
     def Reset(self) -> None:
+        """Re-read the configuration, reopen the outbox, and let the chart recompute."""
         with self.lock, common.client_errors("MetadataManager.Reset"):
-            try:
-                settings = config.metadata_manager(common.properties(self))
-                problem = ""
-            except ConfigurationError as error:
-                problem = str(error)
-            else:
-                self.chart.settings = Settings(
-                    settings.beamline, settings.meta_experiment, settings.data_folder_pattern
-                )
-            self.run(self.chart.handle("reset", problem=problem))
+            self.run(self.chart.handle("reset", problem=self.configure()))
             self.publish()
 
     # -- the shell: event in, effects out, state shown ------------------------------
@@ -340,17 +355,14 @@ class MetadataManager(Device):  # type: ignore[misc]
             "software": common.SOFTWARE,
         }
 
-    def health(self) -> Any:
-        assert self.outlet is not None
-        return self.outlet.health()
+    def health(self) -> DeliveryHealth:
+        return self.outlet.health() if self.outlet is not None else CLOSED
 
     def publish(self) -> None:
         """Show the chart: State, Status, and change events for what the servers changed."""
         chart = self.chart
         state = STATES[chart.current_state_value]
-        status = chart.status()
-        if self.outlet is not None:
-            status = f"{status}\n{self.outlet.status_line()}"
+        status = f"{chart.status()}\n{self.delivery_line}"
         self.set_state(state)
         self.set_status(status)
         shown = (
@@ -374,11 +386,11 @@ class MetadataManager(Device):  # type: ignore[misc]
     def watch_health(self) -> None:
         """Outbox and broker change without a call: refresh Status and push the counts."""
         seen: tuple[object, ...] = ()
-        while self.outlet is not None:
-            time.sleep(HEALTH_PERIOD_S)
+        while not self.stopping.wait(HEALTH_PERIOD_S):
             health = self.health()
             now = (health.undelivered, health.last_error or "")
             with self.lock:
+                self.delivery_line = health.status_line(time.time())
                 self.publish()
                 if now != seen:
                     self.push_change_event("undeliveredCount", now[0])

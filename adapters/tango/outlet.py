@@ -10,9 +10,22 @@ from adapters.outbox_store import OutboxStore
 from icatcore import config
 from icatcore.outbox import OutboxMessage
 
+CLOSED = DeliveryHealth(
+    undelivered=0,
+    undelivered_datasets=0,
+    oldest_created=None,
+    last_error="the outbox is not open: see Status",
+    broker_connected=False,
+    set_aside=0,
+    icat_enabled=False,
+    icatplus_enabled=False,
+)
+"""What a device without an outbox shows: nothing waits, nothing is delivered."""
+
 
 class Outlet:
     def __init__(self, directory: Path, settings: config.Delivery) -> None:
+        self.settings = settings
         self.queue = settings.queue
         self.delivery = Delivery(
             OutboxStore(directory),

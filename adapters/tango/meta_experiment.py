@@ -9,6 +9,7 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property, run
 
+from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.link import Followers
 from adapters.tango.outlet import Outlet
@@ -25,7 +26,6 @@ MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"
 class MetaExperiment(Device):  # type: ignore[misc]
     """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
 
-    beamlineID = device_property(dtype=str, default_value="")
     outboxDirectory = device_property(dtype=(str,), default_value=[])
 
     def init_device(self) -> None:
@@ -36,29 +36,33 @@ class MetaExperiment(Device):  # type: ignore[misc]
         self.chart = MetaExperimentChart(Settings(beamline=""))
         for name in ("State", "Status", *MEMORIZED):
             self.set_change_event(name, True, False)
-        self.configure()
+        self.chart.restore(self.memorized())
+        problem = self.configure()
+        if problem:
+            self.chart.handle("fail", problem=problem)
+        self.publish_state()
 
     def delete_device(self) -> None:
         if self.outlet is not None:
             self.outlet.close()
 
-    def configure(self) -> None:
-        """Read the properties; a bad one is a FAULT that names it, never a crash."""
+    def configure(self) -> str:
+        """Read the properties and open the outbox; the problem, if any, in words."""
         try:
             settings = config.meta_experiment(common.properties(self))
-            if self.outlet is None:
-                directory = common.state_directory(self.outboxDirectory, self.get_name())
-                self.outlet = Outlet(directory, settings.delivery)
         except ConfigurationError as error:
-            self.chart.handle("fail", problem=str(error))
-        except OSError as error:
-            self.chart.handle("fail", problem=f"the outbox cannot be opened: {error}")
-        else:
-            self.chart.settings = Settings(beamline=settings.beamline)
-            self.chart.restore(self.memorized())
-            if self.chart.current_state_value == "fault":
-                self.chart.handle("reset", problem="")
-        self.publish_state()
+            return str(error)
+        self.chart.settings = Settings(beamline=settings.beamline)
+        if self.outlet is not None and self.outlet.settings != settings.delivery:
+            self.outlet.close()
+            self.outlet = None
+        if self.outlet is None:
+            directory = common.state_directory(self.outboxDirectory, self.get_name())
+            try:
+                self.outlet = Outlet(directory, settings.delivery)
+            except OutboxUnavailable as error:
+                return str(error)
+        return ""
 
     # -- attributes -----------------------------------------------------------------
 
@@ -102,14 +106,9 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
     @command
     def Reset(self) -> None:
+        """Re-read the configuration, reopen the outbox, and leave FAULT if all is well."""
         with self.lock, common.client_errors("MetaExperiment.Reset"):
-            try:
-                settings = config.meta_experiment(common.properties(self))
-            except ConfigurationError as error:
-                self.chart.handle("reset", problem=str(error))
-            else:
-                self.chart.settings = Settings(beamline=settings.beamline)
-                self.chart.handle("reset", problem="")
+            self.chart.handle("reset", problem=self.configure())
             self.publish_state()
 
     # -- the shell: event in, effects out -------------------------------------------

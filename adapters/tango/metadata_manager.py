@@ -362,7 +362,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         """Show the chart: State, Status, and change events for what the servers changed."""
         chart = self.chart
         state = STATES[chart.current_state_value]
-        status = f"{chart.status()}\n{self.delivery_line}"
+        status = "\n".join(line for line in (chart.status(), self.delivery_line) if line)
         self.set_state(state)
         self.set_status(status)
         shown = (

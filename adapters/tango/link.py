@@ -62,9 +62,16 @@ class Followers:
         return sorted(self.proxies)
 
     def add(self, name: str) -> None:
+        """Count a follower only once it answers: a follower asks while it starts, before
+        it can be called, and a proxy whose first connection failed refuses every call
+        for a second, which would lose the next change (it is asked again in 0.5 s)."""
         if name not in self.proxies:
             proxy = tango.DeviceProxy(name)
             proxy.set_timeout_millis(CALL_TIMEOUT_MS)
+            try:
+                proxy.ping()
+            except tango.DevFailed:
+                return
             self.proxies[name] = proxy
 
     def encode(self, experiment: Experiment) -> str:

@@ -47,9 +47,9 @@ def beamline(tango_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     manager = Server(
         "MetadataManager", "devtest", tango_db, state / "manager.log", [MANAGER], environment
     )
-    manager.start()
-    meta.start()
     try:
+        manager.start()
+        meta.start()
         yield Beamline(meta, manager, state / "outbox" / MANAGER.replace("/", "_"))
     finally:
         manager.kill()

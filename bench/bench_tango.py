@@ -1,0 +1,653 @@
+"""The servers over Tango: StartDataset + EndDataset round trip, and memory over many datasets.
+
+Real processes on loopback: an embedded Tango database (pytango-db) and both console
+scripts, with ICAT_SERVERS_STATE in a temporary directory and no queueURLs, so every
+message stays in the durable outbox (its fsync is part of what is measured). The
+client is a DeviceProxy in this process.
+
+(a) Round trip: median of StartDataset and of EndDataset (datasetName written, untimed,
+    before each start), against floors measured in the same run, interleaved:
+    the MetadataManager's own cheapest paths (command_inout("State"), a read of the
+    constant attribute metadataFile) and a trivial pytango device in its own process
+    (a do-nothing command). Target: (StartDataset + EndDataset) / (2 x floor) <= 1.5.
+(b) Memory: VmRSS of the MetaExperiment and MetadataManager processes every N/10
+    datasets up to N (default 10,000), proposal and sample changing every 100 datasets;
+    target: no growth from 1,000 to N beyond noise. The outbox size on disk is shown too.
+(c) With --profile: the MetadataManager again, started under a wrapper that profiles
+    (cProfile) every command's work inside the server, and times it, so that the
+    client round trip splits into "our Python" and "Tango and the rest".
+
+    /work/venv/bin/python bench/bench_tango.py [--datasets N] [--round-trips N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import itertools
+import json
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tango
+from tango.server import Device, attribute, command, run
+
+from adapters.embedded_db import EmbeddedDatabase
+
+META = "id00/metaexp/bench"
+MANAGER = "id00/metadata/bench"
+PROFILED_MANAGER = "id00/metadata/profiled"
+FLOOR = "bench/floor/1"
+BEAMLINE = "id00"
+PATTERN = "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{datasetName}"
+TECHNIQUE = ["Sample_description", "InstrumentSlitPrimary_horizontal_gap"]
+INSTANCE = "bench"
+TARGET_RATIO = 1.5
+CLIENT_TIMEOUT_MS = 15_000
+"""Longer than Tango's 3.2 s monitor timeout, so a stalled call is counted, not fatal."""
+STALL_S = 2.5
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    datasets: int
+    meta_kib: int
+    manager_kib: int
+    outbox_bytes: int
+    seconds: float
+    start_us: float
+    end_us: float
+
+
+# -- the trivial device: the floor in a process of its own ----------------------------
+
+
+class BenchFloor(Device):  # type: ignore[misc]
+    """Does nothing: the cost of a Tango call to a pytango device, and nothing else."""
+
+    @command  # type: ignore[untyped-decorator]
+    def Nothing(self) -> None:
+        pass
+
+    @attribute(dtype=str)  # type: ignore[untyped-decorator]
+    def constant(self) -> str:
+        return ""
+
+
+def serve_floor(instance: str) -> None:
+    run((BenchFloor,), args=["BenchFloor", instance])
+
+
+# -- the profiled MetadataManager: the device unchanged, its `event` observed ------------
+
+
+def serve_profiled_manager(instance: str, output: Path) -> None:
+    """Run the MetadataManager with every `event` call profiled and timed.
+
+    cProfile follows one thread; Tango calls arrive on omniORB threads, so the profiler
+    is switched on and off around each call, in the thread that runs it (Tango
+    serializes calls to one device). The stats are written every 100 calls.
+    """
+    from adapters.tango import metadata_manager
+
+    device_class = metadata_manager.MetadataManager
+    original: Callable[..., None] = device_class.event
+    profile = cProfile.Profile()
+    timings: dict[str, list[int]] = {}
+    guard = threading.Lock()
+
+    def event(self: Any, name: str, /, **arguments: object) -> None:
+        with guard:
+            started = time.perf_counter_ns()
+            profile.enable()
+            try:
+                original(self, name, **arguments)
+            finally:
+                profile.disable()
+                timings.setdefault(name, []).append(time.perf_counter_ns() - started)
+                calls = sum(len(values) for values in timings.values())
+                if calls % 100 == 0:
+                    profile.dump_stats(output)
+                    output.with_suffix(".json").write_text(json.dumps(timings))
+
+    device_class.event = event  # type: ignore[method-assign]
+    metadata_manager.main([instance])
+
+
+# -- processes, stopped by their PID ----------------------------------------------------
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    environment: Mapping[str, str]
+    log: Path
+    devices: Sequence[str]
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def start(self, timeout: float = 90.0) -> None:
+        with self.log.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env={**os.environ, **self.environment},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        for device in self.devices:
+            while True:
+                if self.popen.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited: see {self.log}")
+                try:
+                    proxy = tango.DeviceProxy(device)
+                    proxy.ping()
+                    proxy.state()
+                    break
+                except tango.DevFailed:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{device} did not answer: see {self.log}") from None
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        os.kill(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=15)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no VmRSS for {self.name} (pid {self.pid})")
+
+
+def register(
+    server: str, device_class: str, devices: Mapping[str, Mapping[str, Sequence[str]]]
+) -> None:
+    """Devices and their properties in the database of TANGO_HOST (as tests/services do)."""
+    database = tango.Database()
+    for name, properties in devices.items():
+        info = tango.DbDevInfo()
+        info.name, info._class, info.server = name, device_class, server
+        database.add_device(info)
+        if properties:
+            database.put_device_property(name, {k: list(v) for k, v in properties.items()})
+
+
+def manager_properties() -> dict[str, list[str]]:
+    return {
+        "beamlineID": [BEAMLINE],
+        "metaExperimentDevice": [META],
+        "dataFolderPattern": [PATTERN],
+        "parameters": TECHNIQUE,
+    }
+
+
+def wait_for(proxy: tango.DeviceProxy, state: tango.DevState, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while proxy.state() != state:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{proxy.dev_name()} is {proxy.state()}, not {state}: {proxy.status()}"
+            )
+        time.sleep(0.1)
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def ns_median(values: list[int]) -> float:
+    return float(statistics.median(values))
+
+
+def ns_p90(values: list[int]) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))])
+
+
+def timed(samples: list[int], call: Callable[[], object]) -> None:
+    started = time.perf_counter_ns()
+    call()
+    samples.append(time.perf_counter_ns() - started)
+
+
+# -- the bench ------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = root / "state"
+        self.state.mkdir()
+        self.environment = {"ICAT_SERVERS_STATE": str(self.state)}
+        self.database = EmbeddedDatabase(root / "db")
+        self.processes: list[Process] = []
+        self.datasets = 0
+        self.sessions = 0
+        self.stalls: list[int] = []
+        self.spy_seconds = 0
+        self.spurious_off: list[tuple[int, str]] = []
+
+    def start(self) -> None:
+        os.environ.pop("TANGO_HOST", None)
+        tango_host = self.database.start()
+        os.environ["TANGO_HOST"] = tango_host
+        self.environment["TANGO_HOST"] = tango_host
+        register(f"MetaExperiment/{INSTANCE}", "MetaExperiment", {META: {"beamlineID": [BEAMLINE]}})
+        register(f"MetadataManager/{INSTANCE}", "MetadataManager", {MANAGER: manager_properties()})
+        register(f"BenchFloor/{INSTANCE}", "BenchFloor", {FLOOR: {}})
+        bin_dir = Path(sys.executable).parent
+        self.meta = self.spawn(
+            "MetaExperiment", [str(bin_dir / "MetaExperiment"), INSTANCE], [META]
+        )
+        self.manager = self.spawn(
+            "MetadataManager", [str(bin_dir / "MetadataManager"), INSTANCE], [MANAGER]
+        )
+        self.floor = self.spawn(
+            "BenchFloor", [sys.executable, __file__, "--floor-server", INSTANCE], [FLOOR]
+        )
+        self.meta_proxy = tango.DeviceProxy(META)
+        self.manager_proxy = tango.DeviceProxy(MANAGER)
+        self.floor_proxy = tango.DeviceProxy(FLOOR)
+        for proxy in (self.meta_proxy, self.manager_proxy, self.floor_proxy):
+            proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
+        self.meta_proxy.write_attribute("dataRoot", "/data/visitor")
+        self.new_session(self.manager_proxy)
+
+    def spawn(self, name: str, argv: list[str], devices: list[str]) -> Process:
+        process = Process(name, argv, self.environment, self.root / f"{name}.log", devices)
+        self.processes.append(process)
+        process.start()
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                process.stop()
+        self.database.stop()
+
+    def new_session(self, follower: tango.DeviceProxy) -> None:
+        """A new proposal and sample: the MetaExperiment writes and tells its followers."""
+        self.sessions += 1
+        self.meta_proxy.write_attribute("proposal", f"hg{100 + self.sessions}")
+        self.meta_proxy.write_attribute("sample", f"sample_{self.sessions:04d}")
+        wait_for(follower, tango.DevState.STANDBY)
+
+    def name_dataset(self, proxy: tango.DeviceProxy, name: str) -> None:
+        """Write datasetName; a follower found unexpectedly OFF is waited for and counted."""
+        try:
+            proxy.write_attribute("datasetName", name)
+        except tango.DevFailed:
+            if proxy.state() != tango.DevState.OFF:
+                raise
+            self.spurious_off.append((self.datasets, proxy.status().splitlines()[0]))
+            wait_for(proxy, tango.DevState.STANDBY)
+            proxy.write_attribute("datasetName", name)
+
+    def dataset(self, proxy: tango.DeviceProxy, *, files: int = 0) -> tuple[int, int]:
+        """One dataset as BLISS makes it; returns (StartDataset ns, EndDataset ns)."""
+        if self.datasets and self.datasets % 100 == 0:
+            self.new_session(proxy)
+        self.datasets += 1
+        self.name_dataset(proxy, f"dataset_{self.datasets:06d}")
+        proxy.command_inout(
+            "SetParameters", json.dumps({"Sample_description": f"powder {self.datasets}"})
+        )
+        started = time.perf_counter_ns()
+        proxy.command_inout("StartDataset")
+        start_ns = time.perf_counter_ns() - started
+        for index in range(files):
+            proxy.write_attribute("lastDataFile", f"/data/scan{index:04d}.h5")
+        started = time.perf_counter_ns()
+        proxy.command_inout("EndDataset")
+        return start_ns, time.perf_counter_ns() - started
+
+    # (a) ------------------------------------------------------------------------------
+
+    def round_trip(self, repetitions: int, warmup: int = 50) -> dict[str, list[int]]:
+        manager, floor = self.manager_proxy, self.floor_proxy
+        samples: dict[str, list[int]] = {
+            name: []
+            for name in (
+                "StartDataset",
+                "EndDataset",
+                "MetadataManager State",
+                "MetadataManager read metadataFile",
+                "BenchFloor Nothing",
+                "BenchFloor State",
+            )
+        }
+        for iteration in range(warmup + repetitions):
+            if self.datasets and self.datasets % 100 == 0:
+                self.new_session(manager)
+            self.datasets += 1
+            self.name_dataset(manager, f"dataset_{self.datasets:06d}")
+            take = iteration >= warmup
+            row: dict[str, list[int]] = {name: [] for name in samples}
+            timed(row["StartDataset"], lambda: manager.command_inout("StartDataset"))
+            timed(row["MetadataManager State"], lambda: manager.command_inout("State"))
+            timed(row["BenchFloor Nothing"], lambda: floor.command_inout("Nothing"))
+            timed(row["EndDataset"], lambda: manager.command_inout("EndDataset"))
+            timed(
+                row["MetadataManager read metadataFile"],
+                lambda: manager.read_attribute("metadataFile"),
+            )
+            timed(row["BenchFloor State"], lambda: floor.command_inout("State"))
+            if sum(values[0] for values in row.values()) > STALL_S * 1e9:
+                self.stalls.append(self.datasets)
+            if take:
+                for name, values in row.items():
+                    samples[name] += values
+        return samples
+
+    # (b) ------------------------------------------------------------------------------
+
+    def memory(self, total: int, checkpoints: int = 10) -> list[Checkpoint]:
+        """RSS, outbox and latency every total/checkpoints datasets."""
+        step = max(1, total // checkpoints)
+        rows: list[Checkpoint] = []
+        started = time.monotonic()
+        starts: list[int] = []
+        ends: list[int] = []
+        spy: subprocess.Popen[bytes] | None = None
+        while self.datasets < total:
+            if spy is None and self.spy_seconds and rows:
+                spy = self.start_spy()
+            call_started = time.monotonic()
+            start_ns, end_ns = self.dataset(self.manager_proxy, files=1)
+            if time.monotonic() - call_started > STALL_S:
+                self.stalls.append(self.datasets)
+            starts.append(start_ns)
+            ends.append(end_ns)
+            if self.datasets % step == 0 or self.datasets == total:
+                row = Checkpoint(
+                    datasets=self.datasets,
+                    meta_kib=self.meta.rss_kib(),
+                    manager_kib=self.manager.rss_kib(),
+                    outbox_bytes=directory_bytes(self.state / "outbox"),
+                    seconds=time.monotonic() - started,
+                    start_us=ns_median(starts) / 1e3,
+                    end_us=ns_median(ends) / 1e3,
+                )
+                rows.append(row)
+                starts, ends = [], []
+                print(
+                    f"  {row.datasets:6d} datasets  RSS MetaExperiment "
+                    f"{row.meta_kib / 1024:6.1f} MiB, MetadataManager "
+                    f"{row.manager_kib / 1024:6.1f} MiB; outbox {row.outbox_bytes / 1e6:6.1f} MB;"
+                    f" median StartDataset {row.start_us:6.0f} us, EndDataset {row.end_us:6.0f}"
+                    f" us  ({row.seconds:.0f} s)",
+                    flush=True,
+                )
+        if spy is not None:
+            spy.wait(timeout=self.spy_seconds + 60)
+            summarize_spy(self.root / "manager.spy.txt")
+        return rows
+
+    def start_spy(self) -> subprocess.Popen[bytes]:
+        """py-spy samples the unchanged MetadataManager, waits included (--idle)."""
+        output = self.root / "manager.spy.txt"
+        print(f"  py-spy: sampling MetadataManager pid {self.manager.pid} for {self.spy_seconds} s")
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(self.manager.pid),
+                "--duration",
+                str(self.spy_seconds),
+                "--idle",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(output),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "py-spy.log").open("wb"),
+        )
+
+    # (c) ------------------------------------------------------------------------------
+
+    def profile(self, repetitions: int) -> None:
+        output = self.root / "manager.prof"
+        register(
+            f"MetadataManager/{INSTANCE}-profiled",
+            "MetadataManager",
+            {PROFILED_MANAGER: manager_properties()},
+        )
+        profiled = self.spawn(
+            "MetadataManager-profiled",
+            [
+                sys.executable,
+                __file__,
+                "--profiled-manager",
+                f"{INSTANCE}-profiled",
+                "--profile-out",
+                str(output),
+            ],
+            [PROFILED_MANAGER],
+        )
+        proxy = tango.DeviceProxy(PROFILED_MANAGER)
+        proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
+        wait_for(proxy, tango.DevState.STANDBY)
+        client: dict[str, list[int]] = {"StartDataset": [], "EndDataset": []}
+        for count in range(1, repetitions + 1):
+            if count % 100 == 0:
+                self.new_session(proxy)
+            self.name_dataset(proxy, f"profiled_{count:06d}")
+            timed(client["StartDataset"], lambda: proxy.command_inout("StartDataset"))
+            timed(client["EndDataset"], lambda: proxy.command_inout("EndDataset"))
+        time.sleep(0.5)
+        profiled.stop()
+        server = json.loads(output.with_suffix(".json").read_text())
+        print(f"\n(c) profiled MetadataManager, {repetitions} datasets (median us)")
+        print(f"{'command':<16}{'client round trip':>20}{'inside event()':>18}{'rest':>10}")
+        for command_name, event_name in (
+            ("StartDataset", "start_dataset"),
+            ("EndDataset", "end_dataset"),
+        ):
+            outside = ns_median(client[command_name]) / 1e3
+            inside = ns_median(server[event_name]) / 1e3
+            print(f"{command_name:<16}{outside:20.0f}{inside:18.0f}{outside - inside:10.0f}")
+        print("  (event() times are with the profiler on: an upper bound)")
+        stats = pstats.Stats(str(output))
+        stats.sort_stats("cumulative")
+        print(f"\ncProfile of every event() call, top by cumulative time ({output}):")
+        stats.print_stats(30)
+        stats.sort_stats("tottime")
+        print("top by own time:")
+        stats.print_stats(20)
+
+
+def print_round_trip(samples: dict[str, list[int]]) -> None:
+    count = len(samples["StartDataset"])
+    print(f"(a) round trip over Tango, {count} interleaved repetitions (microseconds)")
+    print(f"{'call':<36}{'median':>10}{'p90':>10}")
+    for name, values in samples.items():
+        print(f"{name:<36}{ns_median(values) / 1e3:10.0f}{ns_p90(values) / 1e3:10.0f}")
+    pair = ns_median(samples["StartDataset"]) + ns_median(samples["EndDataset"])
+    for floor in (
+        "MetadataManager State",
+        "MetadataManager read metadataFile",
+        "BenchFloor Nothing",
+    ):
+        ratio = pair / (2 * ns_median(samples[floor]))
+        verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+        print(
+            f"ratio (StartDataset+EndDataset)/(2 x {floor}): {ratio:5.2f}  "
+            f"(target <= {TARGET_RATIO}: {verdict})"
+        )
+
+
+def print_memory(rows: list[Checkpoint], outbox_count: int) -> None:
+    if len(rows) < 2:
+        return
+    first, last = rows[0], rows[-1]
+    for name, values in (
+        ("MetaExperiment", [row.meta_kib for row in rows]),
+        ("MetadataManager", [row.manager_kib for row in rows]),
+    ):
+        growth = values[-1] - values[0]
+        steps = [b - a for a, b in itertools.pairwise(values)]
+        print(
+            f"{name:<16} RSS {values[0] / 1024:6.1f} MiB after {first.datasets} datasets, "
+            f"{values[-1] / 1024:6.1f} MiB after {last.datasets}: growth {growth:+d} KiB "
+            f"({100 * growth / values[0]:+.1f} %, "
+            f"{growth / max(1, last.datasets - first.datasets) * 1000:+.0f} KiB per 1000 "
+            f"datasets; steps {min(steps):+d}..{max(steps):+d} KiB)  (target: no growth)"
+        )
+    print(
+        f"outbox on disk: {last.outbox_bytes / 1e6:.1f} MB with {outbox_count} undelivered "
+        f"messages in the MetadataManager's outbox  -- disk, not RSS"
+    )
+    print(
+        f"EndDataset median {first.end_us:.0f} us over the first {first.datasets} datasets, "
+        f"{last.end_us:.0f} us over the last {last.datasets - rows[-2].datasets}"
+    )
+
+
+def _frame_name(frame: str) -> str:
+    """'Class.method (path/to/file.py:12)' -> 'Class.method', builtins keep their file."""
+    function, _, where = frame.partition(" (")
+    if function.startswith("<") or "." not in function:
+        return f"{function} ({where.rpartition('/')[2].rsplit(':', 1)[0]})"
+    return function
+
+
+def summarize_spy(path: Path, top: int = 18) -> None:
+    """Where the MetadataManager's command threads spend their time, from py-spy's stacks.
+
+    Only the samples inside the device's `event` (every command and write goes through
+    it) count; a function's share is the part of those samples it is on the stack for.
+    """
+    if not path.exists():
+        print("  py-spy wrote nothing: see py-spy.log")
+        return
+    inclusive: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        names = [_frame_name(frame) for frame in stack.split(";")]
+        inside = [i for i, name in enumerate(names) if name == "MetadataManager.event"]
+        if not inside or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        below = names[inside[0] :]
+        for name in set(below):
+            inclusive[name] = inclusive.get(name, 0) + count
+        leaves[below[-1]] = leaves.get(below[-1], 0) + count
+    print(f"  py-spy: {total} samples inside MetadataManager.event (5 ms each, waits included)")
+    print("  inclusive share (on the stack):")
+    for name, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        print(f"    {100 * count / max(1, total):5.1f} %  {name}")
+    print("  own share (leaf function):")
+    for name, count in sorted(leaves.items(), key=lambda item: -item[1])[: top // 2]:
+        print(f"    {100 * count / max(1, total):5.1f} %  {name}")
+
+
+def report_stalls(bench: Bench) -> None:
+    """Calls that waited for seconds, and server threads that died, from the server logs."""
+    print(
+        f"\nstalled datasets (a call over {STALL_S} s): {len(bench.stalls)}"
+        + (f" at datasets {bench.stalls[:10]}" if bench.stalls else "")
+    )
+    print(f"follower found OFF in the middle of a session: {len(bench.spurious_off)} time(s)")
+    for at, status in bench.spurious_off[:5]:
+        print(f"  before dataset {at + 1}: {status}")
+    for process in bench.processes:
+        text = process.log.read_text(errors="replace") if process.log.exists() else ""
+        died = text.count("Exception in thread")
+        monitor = text.count("not able to acquire serialization monitor")
+        if died or monitor:
+            print(
+                f"  {process.name} log: {died} thread(s) died, {monitor} serialization-monitor "
+                f"timeout(s): see {process.log}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=int, default=10_000, help="for (b); 0 skips (b)")
+    parser.add_argument("--round-trips", type=int, default=500, help="for (a)")
+    parser.add_argument("--profile", action="store_true", help="also run (c)")
+    parser.add_argument("--profile-datasets", type=int, default=400)
+    parser.add_argument(
+        "--py-spy", type=int, default=0, metavar="SECONDS", help="sample the server in (b)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--floor-server", metavar="INSTANCE", help=argparse.SUPPRESS)
+    parser.add_argument("--profiled-manager", metavar="INSTANCE", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.floor_server:
+        serve_floor(options.floor_server)
+        return
+    if options.profiled_manager:
+        serve_profiled_manager(options.profiled_manager, options.profile_out)
+        return
+
+    root = Path(tempfile.mkdtemp(prefix="icat-bench-tango-"))
+    bench = Bench(root)
+    bench.spy_seconds = options.py_spy
+    started = time.monotonic()
+    try:
+        bench.start()
+        print(
+            f"servers: MetaExperiment pid {bench.meta.pid}, MetadataManager pid "
+            f"{bench.manager.pid}, BenchFloor pid {bench.floor.pid}; state in {root}; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        print_round_trip(bench.round_trip(options.round_trips))
+        if options.datasets:
+            print(
+                f"\n(b) memory: datasets up to {options.datasets} (counting (a)'s), "
+                "proposal and sample new every 100, one file and one parameter each",
+                flush=True,
+            )
+            rows = bench.memory(options.datasets)
+            undelivered = int(bench.manager_proxy.read_attribute("undeliveredCount").value)
+            meta_outbox = directory_bytes(bench.state / "outbox" / META.replace("/", "_"))
+            print_memory(rows, undelivered)
+            print(f"  (of which MetaExperiment outbox: {meta_outbox / 1e6:.2f} MB)")
+        if options.profile:
+            bench.profile(options.profile_datasets)
+    finally:
+        bench.stop()
+        report_stalls(bench)
+        print(f"\ntotal {time.monotonic() - started:.0f} s; all processes stopped by PID")
+        if not options.keep:
+            subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+if __name__ == "__main__":
+    main()

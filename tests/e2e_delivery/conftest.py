@@ -1,0 +1,271 @@
+"""Both device servers as real processes, wired to a real ActiveMQ and pyicat-plus's mocks.
+
+A dataset or logbook message is followed from the Tango call that produced it to the
+receiver that recorded it: the mock ICAT ingester (and its IcatDb) behind ActiveMQ, the
+mock ICAT+ REST server. Devices and servers are this folder's own (`id01/.../<tag>`,
+`MetaExperiment/<tag>`), registered with device properties only, so that nothing another
+test folder registers can change them. Every process is started here and killed by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import tango
+from pyicat_plus_pytest_plugin import _mock_backend, proc, tcp
+
+from tests.services.icat_mocks import INGEST_QUEUE, IcatIngesterMock, IcatPlusMock
+from tests.services.servers import BIN, Server, register
+
+BEAMLINE = "id01"
+TECHNIQUE = ("Sample_description", "InstrumentSlitPrimary_horizontal_gap")
+PATTERN = "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{datasetName}"
+
+
+@dataclass
+class VerboseServer(Server):
+    """A `Server` started with extra command-line options (here Tango's `-v4`)."""
+
+    options: Sequence[str] = field(default_factory=tuple)
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, **self.environment, "TANGO_HOST": self.tango_host}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / self.executable), self.instance, *self.options],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        for device in self.devices:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.executable} exited: see {self.log}")
+                try:
+                    proxy = tango.DeviceProxy(device)
+                    proxy.ping()
+                    proxy.state()
+                    break
+                except tango.DevFailed:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{device} did not answer: see {self.log}") from None
+                    time.sleep(0.1)
+
+
+@dataclass
+class Beamline:
+    """One MetaExperiment and one MetadataManager following it, each in its own server."""
+
+    tag: str
+    meta_name: str
+    manager_name: str
+    meta_server: Server
+    manager_server: Server
+    state: Path
+    queue: str
+    outbox_root: Path
+
+    @property
+    def meta(self) -> tango.DeviceProxy:
+        return tango.DeviceProxy(self.meta_name)
+
+    @property
+    def manager(self) -> tango.DeviceProxy:
+        return tango.DeviceProxy(self.manager_name)
+
+    @property
+    def outbox(self) -> Path:
+        """The MetadataManager's outbox directory (where its sqlite file lives)."""
+        return self.outbox_root / "outbox" / self.manager_name.replace("/", "_")
+
+    def start(self) -> None:
+        self.meta_server.start()
+        self.manager_server.start()
+        wait_until(lambda: self.manager_name in (self.meta.followers or ()), 30, "the link")
+
+    def stop(self) -> None:
+        self.manager_server.kill()
+        self.meta_server.kill()
+
+
+def start_beamline(
+    tango_host: str,
+    tag: str,
+    state: Path,
+    *,
+    queue_urls: Sequence[str],
+    queue: str,
+    icatplus: IcatPlusMock | None,
+    manager_properties: Mapping[str, Sequence[str]] | None = None,
+    options: Sequence[str] = (),
+    start: bool = True,
+) -> Beamline:
+    """Register the pair `id01/metaexp/<tag>` + `id01/metadata/<tag>` and start it."""
+    meta_name, manager_name = f"{BEAMLINE}/metaexp/{tag}", f"{BEAMLINE}/metadata/{tag}"
+    delivery = {
+        "queueURLs": list(queue_urls),
+        "queueName": [queue],
+        "icatplus_server": [icatplus.base_url if icatplus else "http://127.0.0.1:9"],
+        "API_KEY": [icatplus.api_key if icatplus else "unused-key"],
+        "jolokiaPort": ["0"],
+    }
+    register(
+        tango_host,
+        f"MetaExperiment/{tag}",
+        "MetaExperiment",
+        {meta_name: {"beamlineID": [BEAMLINE], **delivery}},
+    )
+    register(
+        tango_host,
+        f"MetadataManager/{tag}",
+        "MetadataManager",
+        {
+            manager_name: {
+                "beamlineID": [BEAMLINE],
+                "metaExperimentDevice": [meta_name],
+                "dataFolderPattern": [PATTERN],
+                "parameters": list(TECHNIQUE),
+                **delivery,
+                **(manager_properties or {}),
+            }
+        },
+    )
+    state.mkdir(parents=True, exist_ok=True)
+    environment = {"ICAT_SERVERS_STATE": str(state), "PYTHONUNBUFFERED": "1"}
+    beamline = Beamline(
+        tag,
+        meta_name,
+        manager_name,
+        VerboseServer(
+            "MetaExperiment", tag, tango_host, state / "meta.log", [meta_name], environment,
+            options=options,
+        ),
+        VerboseServer(
+            "MetadataManager", tag, tango_host, state / "manager.log", [manager_name],
+            environment, options=options,
+        ),
+        state,
+        queue,
+        state,
+    )
+    if start:
+        beamline.start()
+    return beamline
+
+
+@pytest.fixture(scope="session")
+def session_icatplus_mock(icat_mock_data_dir: Path) -> Iterator[IcatPlusMock]:
+    """The mock ICAT+ of tests/services/icat_mocks.py, given time to start.
+
+    The plugin's `start_icatplus_server` waits 5 s for the port; importing the server takes
+    3 to 4 s on an idle 2-CPU machine, so under load it timed out (and left the process
+    running). Same server and arguments, started with `spawn_server`, waited 60 s.
+    """
+    with tcp.tcp_message_server("json", validate_all=False) as (port_out, messages):
+        port = tcp.get_open_port()
+        process = _mock_backend.spawn_server(
+            "icatplus_server",
+            f"--port={port}",
+            f"--port_out={port_out}",
+            f"--icat_data_dir={icat_mock_data_dir}",
+            quiet=True,
+        )
+        try:
+            tcp.wait_tcp_online("localhost", port, timeout=60)
+            first = messages.get(timeout=60)
+            assert first == {"STATUS": "LISTENING"}, f"mock ICAT+ did not start: {first!r}"
+            yield IcatPlusMock(port, messages, icat_mock_data_dir)
+        finally:
+            proc.wait_terminate(process)
+
+
+@pytest.fixture(scope="session")
+def e2e(
+    tango_db: str,
+    session_icat_ingester: IcatIngesterMock,
+    session_icatplus_mock: IcatPlusMock,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Beamline]:
+    """The beamline of the happy-path tests: session ActiveMQ, mock ingester, mock ICAT+.
+
+    Servers run with `-v4` so that their log file holds all they can say (the API key
+    test greps it).
+    """
+    beamline = start_beamline(
+        tango_db,
+        "e2e",
+        tmp_path_factory.mktemp("e2e_state"),
+        queue_urls=[session_icat_ingester.broker.url],
+        queue=INGEST_QUEUE,
+        icatplus=session_icatplus_mock,
+        options=("-v4",),
+    )
+    try:
+        yield beamline
+    finally:
+        beamline.stop()
+
+
+@pytest.fixture
+def beamline_factory(
+    tango_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Beamline]]:
+    """Beamlines of their own (fault tests); every one is killed by PID at the end."""
+    made: list[Beamline] = []
+
+    def make(tag: str, **kwargs: object) -> Beamline:
+        state = kwargs.pop("state", None) or tmp_path_factory.mktemp(f"{tag}_state")
+        beamline = start_beamline(tango_db, tag, state, **kwargs)  # type: ignore[arg-type]
+        made.append(beamline)
+        return beamline
+
+    try:
+        yield make
+    finally:
+        for beamline in made:
+            beamline.stop()
+
+
+# -- helpers the tests share -------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll `predicate`; returns the seconds it took, fails the test on timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def unique_proposal(prefix: str = "ma") -> str:
+    """A proposal name no earlier test used (the mocks refuse names containing 666)."""
+    while True:
+        name = f"{prefix}{uuid.uuid4().int % 10**7:07d}"
+        if "666" not in name:
+            return name
+
+
+def wait_delivered(manager: tango.DeviceProxy, timeout: float = 30.0) -> float:
+    return wait_until(
+        lambda: manager.read_attribute("undeliveredCount").value == 0,
+        timeout,
+        f"{manager.name()} to deliver everything (undeliveredCount 0)",
+    )
+
+
+def parameter_values(dataset: Mapping[str, object]) -> dict[str, str]:
+    """A parsed dataset message's parameters as name -> value."""
+    items = dataset.get("parameter") or dataset.get("parameters") or []
+    return {str(p["name"]): str(p["value"]) for p in items}  # type: ignore[index,union-attr]
+

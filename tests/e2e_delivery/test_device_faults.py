@@ -1,0 +1,312 @@
+"""Faults met through the real devices: a server crash, a broker crash, a full disk.
+
+Each test drives the devices with Tango calls, as BLISS does, and counts at the broker
+what arrived against what the devices accepted. A registration the device accepted and
+then lost is the worst bug of the project; a duplicate is allowed (at-least-once) and
+counted.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import tango
+
+from adapters.stomp_sender import MESSAGE_ID_HEADER
+from tests.e2e_delivery.conftest import Beamline, unique_proposal, wait_delivered, wait_until
+from tests.services.activemq import ActiveMQ, drain, free_port
+
+pytestmark = pytest.mark.slow
+
+DATASET_NAME = re.compile(r"<tns:dataset [^>]*>.*?<tns:name>([^<]*)</tns:name>")
+
+
+def private_queue(what: str) -> str:
+    return f"/queue/e2e.{what}.{uuid.uuid4().hex[:10]}"
+
+
+def open_session(beamline: Beamline) -> None:
+    beamline.meta.write_attribute("proposal", unique_proposal("fa"))
+    beamline.meta.write_attribute("sample", "lysozyme")
+    assert beamline.manager.state() == tango.DevState.STANDBY
+
+
+def run_dataset(manager: tango.DeviceProxy, name: str, files: int = 1) -> float:
+    """One dataset as BLISS makes it; returns how long EndDataset took (seconds)."""
+    manager.write_attribute("datasetName", name)
+    manager.command_inout("StartDataset")
+    manager.command_inout("SetParameters", '{"Sample_description": "fault test"}')
+    for i in range(files):
+        manager.write_attribute("lastDataFile", f"/data/{name}/file_{i:04d}.h5")
+    start = time.perf_counter()
+    manager.command_inout("EndDataset")
+    return time.perf_counter() - start
+
+
+def datasets_on(port: int, queue: str, expect: int) -> list[tuple[str, str]]:
+    """(icat-message-id, dataset name) of every dataset message on the queue, consumed."""
+    received = drain(port, queue, expect=expect, idle=1.5, timeout=90)
+    found = []
+    for headers, body in received:
+        match = DATASET_NAME.search(body)
+        if match is not None:
+            found.append((headers[MESSAGE_ID_HEADER], match.group(1)))
+    return found
+
+
+def outbox_ids(beamline: Beamline) -> list[str]:
+    """Ids of the dataset messages waiting in the MetadataManager's outbox (server down)."""
+    with sqlite3.connect(beamline.outbox / "outbox.sqlite3") as db:
+        rows = db.execute("SELECT id FROM outbox WHERE kind = 'dataset' ORDER BY seq").fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def test_server_killed_right_after_end_dataset_delivers_after_restart(
+    beamline_factory: Callable[..., Beamline], tmp_path: Path
+) -> None:
+    port = free_port()  # no broker there yet: nothing can be delivered
+    queue = private_queue("crash")
+    beamline = beamline_factory(
+        "e2ecrash", queue_urls=[f"127.0.0.1:{port}"], queue=queue, icatplus=None
+    )
+    open_session(beamline)
+    names = [f"crash_{i:04d}" for i in range(5)]
+    for name in names:
+        run_dataset(beamline.manager, name, files=3)
+    beamline.manager_server.kill()  # kill -9 as soon as the last EndDataset returned
+    waiting = outbox_ids(beamline)
+    assert len(waiting) == len(names)
+    broker = ActiveMQ(tmp_path / "broker", port)
+    broker.start()
+    try:
+        beamline.manager_server.start()
+        manager = beamline.manager
+        wait_delivered(manager, 60)
+        assert manager.read_attribute("brokerConnected").value is True
+        assert manager.state() == tango.DevState.STANDBY
+        assert manager.read_attribute("datasetName").value == ""
+        arrived = datasets_on(port, queue, expect=len(names))
+    finally:
+        broker.kill()
+    print(f"\n{len(names)} datasets ended before kill -9; {len(arrived)} arrived after restart")
+    assert [name for _, name in arrived] == names
+    assert [message_id for message_id, _ in arrived] == waiting
+
+
+def test_broker_killed_mid_run_of_200_datasets_loses_none(
+    beamline_factory: Callable[..., Beamline], activemq_factory: Callable[[], ActiveMQ]
+) -> None:
+    broker = activemq_factory()
+    queue = private_queue("outage")
+    beamline = beamline_factory("e2eoutage", queue_urls=[broker.url], queue=queue, icatplus=None)
+    open_session(beamline)
+    manager = beamline.manager
+    names = [f"outage_{i:04d}" for i in range(200)]
+    killed_at = 0.0
+    during_outage: list[float] = []
+    for i, name in enumerate(names):
+        if i == 100:
+            broker.kill()
+            killed_at = time.monotonic()
+        took = run_dataset(manager, name)
+        if killed_at:
+            during_outage.append(took)
+    # the outage, as the device shows it: not a FAULT, and it says what waits
+    wait_until(lambda: manager.read_attribute("brokerConnected").value is False, 10, "link down")
+    wait_until(
+        lambda: re.search(r"\d+ datasets waiting", manager.status()), 5, "Status to say so"
+    )
+    assert manager.state() == tango.DevState.STANDBY
+    waiting = manager.read_attribute("undeliveredCount").value
+    status = manager.status()
+    assert waiting >= 100, status
+    assert manager.read_attribute("lastDeliveryError").value
+    time.sleep(max(0.0, killed_at + 10 - time.monotonic()))
+    broker.start()
+    took = wait_delivered(manager, 60)
+    assert manager.read_attribute("brokerConnected").value is True
+    assert manager.read_attribute("lastDeliveryError").value == ""
+    arrived = datasets_on(broker.port, queue, expect=len(names))
+    arrived_names = [name for _, name in arrived]
+    duplicates = len(arrived) - len(set(arrived_names))
+    print(
+        f"\nbroker down with {waiting} undelivered; delivered {took:.1f} s after its restart; "
+        f"{len(arrived)} dataset messages for {len(names)} datasets: {duplicates} duplicates; "
+        f"slowest EndDataset during the outage {max(during_outage) * 1e3:.0f} ms\n"
+        f"Status during the outage: {status!r}"
+    )
+    assert set(arrived_names) == set(names), f"missing: {sorted(set(names) - set(arrived_names))}"
+    assert len({message_id for message_id, _ in arrived}) == len(names)
+    assert duplicates <= 64  # at most the window of SENDs in flight at the kill
+    assert max(during_outage) < 1.0  # the outage never blocks the beamline
+
+
+def test_device_answers_every_call_while_its_health_watcher_reports(
+    beamline_factory: Callable[..., Beamline],
+) -> None:
+    """Nothing delivered (broker and ICAT+ down): the health watcher pushes a change every
+    second (undeliveredCount, Status) while clients keep the device busy. Every call must
+    return promptly; none may wait for the Tango client timeout (3 s)."""
+    beamline = beamline_factory(
+        "e2ebusy", queue_urls=[f"127.0.0.1:{free_port()}"], queue=private_queue("busy"),
+        icatplus=None,
+    )
+    open_session(beamline)
+    slow: list[tuple[str, float]] = []
+    calls = [0]
+    stop = threading.Event()
+
+    def logbook_client() -> None:
+        proxy = tango.DeviceProxy(beamline.manager_name)
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                proxy.command_inout("notifyInfo", "busy")
+            except tango.DevFailed as error:
+                slow.append((error.args[-1].desc, time.perf_counter() - start))
+            calls[0] += 1
+
+    threads = [threading.Thread(target=logbook_client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    manager = beamline.manager
+    deadline = time.monotonic() + 12
+    datasets = 0
+    try:
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                run_dataset(manager, f"busy_{datasets:04d}")
+            except tango.DevFailed as error:
+                slow.append((error.args[-1].desc, time.perf_counter() - start))
+                break
+            datasets += 1
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    print(f"\n{datasets} datasets and {calls[0]} logbook calls in 12 s; failed: {slow}")
+    assert slow == []
+    assert manager.read_attribute("undeliveredCount").value == datasets + calls[0]
+
+
+# -- the outbox cannot keep data --------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of our own (tests run as root), unmounted at the end."""
+    mountpoint = tmp_path / "tiny_disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk is full; returns it (delete it to fix the disk)."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    assert shutil.disk_usage(disk).free < 4096
+    return filler
+
+
+def test_full_disk_fails_end_dataset_then_reset_registers_it(
+    beamline_factory: Callable[..., Beamline], activemq: ActiveMQ, tiny_disk: Path
+) -> None:
+    queue = private_queue("disk")
+    beamline = beamline_factory(
+        "e2edisk",
+        queue_urls=[activemq.url],
+        queue=queue,
+        icatplus=None,
+        manager_properties={"outboxDirectory": [str(tiny_disk)]},
+    )
+    try:
+        open_session(beamline)
+        manager = beamline.manager
+        run_dataset(manager, "before_0001")
+        wait_delivered(manager)
+        filler = fill(tiny_disk)
+        files = [f"/data/disk_full/{'long_name_' * 10}{i:04d}.h5" for i in range(40)]
+        manager.write_attribute("datasetName", "disk_full_0001")
+        manager.command_inout("StartDataset")
+        for path in files:
+            manager.write_attribute("lastDataFile", path)
+        with pytest.raises(tango.DevFailed) as failed:
+            manager.command_inout("EndDataset")
+        error = failed.value.args[0]
+        assert error.reason == "ICAT_Outbox"
+        assert "outbox" in error.desc and "free disk space" in error.desc, error.desc
+        assert manager.state() == tango.DevState.FAULT
+        assert "free disk space" in manager.status()
+        with pytest.raises(tango.DevFailed) as refused:
+            manager.write_attribute("datasetName", "disk_full_0002")
+        assert "FAULT" in refused.value.args[0].desc and "Reset" in refused.value.args[0].desc
+        # still full: Reset cannot save it, the device stays in FAULT
+        with pytest.raises(tango.DevFailed):
+            manager.command_inout("Reset")
+        assert manager.state() == tango.DevState.FAULT
+        filler.unlink()
+        manager.command_inout("Reset")
+        assert manager.state() == tango.DevState.STANDBY
+        wait_delivered(manager)
+        arrived = datasets_on(activemq.port, queue, expect=2)
+    finally:
+        beamline.stop()  # before the disk is unmounted
+    assert [name for _, name in arrived] == ["before_0001", "disk_full_0001"]
+    received = drain(activemq.port, queue, idle=0.5)
+    assert received == []
+
+
+def test_unusable_outbox_at_start_is_a_fault_until_fixed(
+    beamline_factory: Callable[..., Beamline], activemq: ActiveMQ, tmp_path: Path
+) -> None:
+    """The outbox directory is a file: FAULT naming it; Reset works only once it is fixed."""
+    blocked = tmp_path / "outbox_root"
+    outbox = blocked / "outbox" / "id01_metadata_e2eblocked"
+    outbox.parent.mkdir(parents=True)
+    outbox.write_text("not a directory")
+    queue = private_queue("blocked")
+    beamline = beamline_factory(
+        "e2eblocked",
+        queue_urls=[activemq.url],
+        queue=queue,
+        icatplus=None,
+        manager_properties={"outboxDirectory": [str(blocked)]},
+    )
+    manager = beamline.manager
+    assert manager.state() == tango.DevState.FAULT
+    assert str(outbox) in manager.status()
+    with pytest.raises(tango.DevFailed):
+        manager.command_inout("Reset")  # nothing fixed yet
+    assert manager.state() == tango.DevState.FAULT
+    outbox.unlink()
+    manager.command_inout("Reset")
+    open_session(beamline)
+    run_dataset(manager, "fixed_0001")
+    wait_delivered(manager)
+    assert [name for _, name in datasets_on(activemq.port, queue, expect=1)] == ["fixed_0001"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -201,6 +200,9 @@ def unknown_parameters(names: Iterable[str]) -> list[str]:
 
 
 _XML_FORBIDDEN = re.compile("[\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""Unicode category Cc, as one regular expression: a per-character loop cost ~100 us."""
+_CONTROL_BUT_TAB_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def check_text(
@@ -218,12 +220,12 @@ def check_text(
             f"{what} is {len(value)} characters long, more than the {max_length} allowed: "
             "send a shorter text"
         )
-    for position, char in enumerate(value):
-        if unicodedata.category(char) == "Cc" and not (multiline and char in "\t\n"):
-            raise InvalidInput(
-                f"{what} contains the control character U+{ord(char):04X} at position "
-                f"{position}: remove it"
-            )
+    control = (_CONTROL_BUT_TAB_NEWLINE if multiline else _CONTROL).search(value)
+    if control is not None:
+        raise InvalidInput(
+            f"{what} contains the control character U+{ord(control.group()):04X} at position "
+            f"{control.start()}: remove it"
+        )
     forbidden = _XML_FORBIDDEN.search(value)
     if forbidden is not None:
         raise InvalidInput(

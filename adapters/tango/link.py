@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import tango
 
@@ -134,15 +135,22 @@ class Leader:
                 if proxy is None:
                     proxy = tango.DeviceProxy(self.leader)
                     proxy.set_timeout_millis(CALL_TIMEOUT_MS)
-                experiment = self.take(proxy.command_inout("Follow", self.follower))
-                self.reachable = True
-                if experiment is not None:
-                    self.found(experiment)
+                answer = proxy.command_inout("Follow", self.follower)
             except tango.DevFailed:
                 proxy = None
                 if self.reachable is not False:
                     self.reachable = False
-                    self.lost()
-            except Exception:
-                log.exception("following %s failed", self.leader)
+                    self.tell(self.lost)
+            else:
+                self.reachable = True
+                experiment = self.take(answer)
+                if experiment is not None:
+                    self.tell(partial(self.found, experiment))
             self.stopping.wait(FOLLOW_INTERVAL_S)
+
+    def tell(self, callback: Callable[[], None]) -> None:
+        """The follower's own trouble is not the leader's absence: log it and go on."""
+        try:
+            callback()
+        except Exception:
+            log.exception("following %s: the follower failed to take the news", self.leader)

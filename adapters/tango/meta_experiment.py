@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 
 import tango
 from tango import AttrWriteType, DevState
@@ -30,7 +29,6 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
     def init_device(self) -> None:
         super().init_device()
-        self.lock = threading.RLock()
         self.audience = Followers(self.get_name())
         self.outlet: Outlet | None = None
         self.chart = MetaExperimentChart(Settings(beamline=""))
@@ -100,21 +98,20 @@ class MetaExperiment(Device):  # type: ignore[misc]
     @command(dtype_in=str, dtype_out=str)
     def Follow(self, follower: str) -> str:
         """A MetadataManager asks to be told every change; the answer is the experiment now."""
-        with self.lock:
-            self.audience.add(follower)
-            return self.audience.encode(self.chart.experiment)
+        self.audience.add(follower)
+        return self.audience.encode(self.chart.experiment)
 
     @command
     def Reset(self) -> None:
         """Re-read the configuration, reopen the outbox, and leave FAULT if all is well."""
-        with self.lock, common.client_errors("MetaExperiment.Reset"):
+        with common.client_errors("MetaExperiment.Reset"):
             self.chart.handle("reset", problem=self.configure())
             self.publish_state()
 
     # -- the shell: event in, effects out -------------------------------------------
 
     def event(self, event: str, /, **arguments: object) -> None:
-        with self.lock, common.client_errors(f"MetaExperiment.{event}"):
+        with common.client_errors(f"MetaExperiment.{event}"):
             self.run(self.chart.handle(event, **arguments))
             self.publish_state()
 

@@ -18,6 +18,7 @@ from tango.server import Device, attribute, command, device_property, run
 from adapters.delivery import DeliveryHealth
 from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
+from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
 from adapters.tango.outlet import CLOSED, Outlet
 from icatcore import config, elogbook, messages
@@ -37,6 +38,7 @@ STATES = {
 }
 FOLLOWED = ("proposal", "sampleName", "datasetName", "scanName", "dataFolder")
 HEALTH_PERIOD_S = 1.0
+KEPT_COPIES = 1000
 
 
 class MetadataManager(Device):  # type: ignore[misc]
@@ -46,7 +48,6 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     def init_device(self) -> None:
         super().init_device()
-        self.lock = threading.RLock()
         self.outlet: Outlet | None = None
         self.leader: Leader | None = None
         self.watcher: threading.Thread | None = None
@@ -55,6 +56,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.metadata_file = ""
         self.shown: tuple[object, ...] = ()
         self.stopping = threading.Event()
+        self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
         self.delivery_line = ""
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
         for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
@@ -99,6 +101,7 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     def delete_device(self) -> None:
         self.stopping.set()
+        self.housekeeper.stop()
         if self.leader is not None:
             self.leader.stop()
         if self.outlet is not None:
@@ -106,11 +109,17 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     # -- the MetaExperiment ---------------------------------------------------------
 
+    # Tango calls hold the device monitor; found, lost and watch_health run in threads of
+    # their own and take the same monitor, so one lock orders everything (a second lock
+    # deadlocked with push_change_event: tests/e2e_delivery).
+
     def found(self, experiment: Experiment) -> None:
-        self.event("experiment_changed", experiment=experiment, at=common.now())
+        with tango.AutoTangoMonitor(self):
+            self.event("experiment_changed", experiment=experiment, at=common.now())
 
     def lost(self) -> None:
-        self.event("experiment_lost")
+        with tango.AutoTangoMonitor(self):
+            self.event("experiment_lost")
 
     @command(dtype_in=str)
     def ExperimentChanged(self, text: str) -> None:
@@ -138,7 +147,7 @@ class MetadataManager(Device):  # type: ignore[misc]
     @datasetName.write
     def datasetName(self, name: Any) -> None:
         self.event("name_dataset", name=common.text_argument(name, "datasetName"))
-        self.memorize(self.chart.dataset_name)
+        self.memorize()
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
     def scanName(self) -> str:
@@ -262,7 +271,7 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @command(dtype_in=str)
     def uploadBase64(self, data_url: Any) -> None:
-        with self.lock, common.client_errors("MetadataManager.uploadBase64"):
+        with common.client_errors("MetadataManager.uploadBase64"):
             self.store(
                 elogbook.image_message(
                     id=common.new_id(),
@@ -275,14 +284,14 @@ class MetadataManager(Device):  # type: ignore[misc]
     @command
     def Reset(self) -> None:
         """Re-read the configuration, reopen the outbox, and let the chart recompute."""
-        with self.lock, common.client_errors("MetadataManager.Reset"):
+        with common.client_errors("MetadataManager.Reset"):
             self.run(self.chart.handle("reset", problem=self.configure()))
             self.publish()
 
     # -- the shell: event in, effects out, state shown ------------------------------
 
     def event(self, event: str, /, **arguments: object) -> None:
-        with self.lock, common.client_errors(f"MetadataManager.{event}"):
+        with common.client_errors(f"MetadataManager.{event}"):
             try:
                 self.run(self.chart.handle(event, **arguments))
             finally:
@@ -309,19 +318,26 @@ class MetadataManager(Device):  # type: ignore[misc]
                 "storage_failed", problem=self.storage_problem, dataset=effect.dataset
             )
             raise
-        self.memorize("")
+        self.memorize()
         self.keep_copy(message.id, xml)
 
     def keep_copy(self, message_id: str, xml: bytes) -> None:
         """The dataset's XML as a file too, for people who look; the outbox is what counts."""
-        path = self.copies / f"{message_id}.xml"
-        try:
-            self.copies.mkdir(exist_ok=True)
-            path.write_bytes(xml)
-            self.metadata_file = str(path)
-        except OSError as error:
-            common.log.warning("could not write %s: %s", path, error)
-            self.metadata_file = ""
+
+        def write() -> None:
+            path = self.copies / f"{message_id}.xml"
+            try:
+                self.copies.mkdir(exist_ok=True)
+                path.write_bytes(xml)
+                self.metadata_file = str(path)
+                kept = sorted(self.copies.glob("*.xml"), key=lambda p: p.stat().st_mtime)
+                for old in kept[:-KEPT_COPIES]:
+                    old.unlink(missing_ok=True)
+            except OSError as error:
+                common.log.warning("could not write %s: %s", path, error)
+                self.metadata_file = ""
+
+        self.housekeeper.submit(write)
 
     def store(self, message: Any) -> None:
         if self.outlet is None:
@@ -334,7 +350,7 @@ class MetadataManager(Device):  # type: ignore[misc]
             common.fail("ICAT_Outbox", f"{self.storage_problem}. Nothing was accepted.", "store")
 
     def logbook(self, category: elogbook.Category, text: Any) -> None:
-        with self.lock, common.client_errors("MetadataManager.logbook"):
+        with common.client_errors("MetadataManager.logbook"):
             self.store(
                 elogbook.notification_message(
                     id=common.new_id(),
@@ -389,12 +405,16 @@ class MetadataManager(Device):  # type: ignore[misc]
         while not self.stopping.wait(HEALTH_PERIOD_S):
             health = self.health()
             now = (health.undelivered, health.last_error or "")
-            with self.lock:
-                self.delivery_line = health.status_line(time.time())
-                self.publish()
-                if now != seen:
-                    self.push_change_event("undeliveredCount", now[0])
-                    self.push_change_event("lastDeliveryError", now[1])
+            try:
+                with tango.AutoTangoMonitor(self):
+                    self.delivery_line = health.status_line(time.time())
+                    self.publish()
+                    if now != seen:
+                        self.push_change_event("undeliveredCount", now[0])
+                        self.push_change_event("lastDeliveryError", now[1])
+            except tango.DevFailed as error:  # a call held the monitor too long: next time
+                common.log.warning("health refresh skipped: %s", error.args[0].desc)
+                continue
             seen = now
 
     # -- memorized datasetName ------------------------------------------------------
@@ -410,10 +430,14 @@ class MetadataManager(Device):  # type: ignore[misc]
             return ""
         return str((found.get("datasetName", {}).get("__value") or [""])[0])
 
-    def memorize(self, name: str) -> None:
+    def memorize(self) -> None:
+        """Keep the current datasetName for a restart, without making the call wait."""
+        self.housekeeper.submit(self.write_memorized)
+
+    def write_memorized(self) -> None:
         try:
             tango.Util.instance().get_database().put_device_attribute_property(
-                self.get_name(), {"datasetName": {"__value": [name]}}
+                self.get_name(), {"datasetName": {"__value": [self.chart.dataset_name]}}
             )
         except tango.DevFailed as error:
             common.log.warning("could not memorize datasetName: %s", error.args[0].desc)

@@ -12,6 +12,8 @@ def test_manager_follows_the_meta_experiment(beamline: Beamline) -> None:
     meta = tango.DeviceProxy(META)
     manager = tango.DeviceProxy(MANAGER)
     wait_for(lambda: MANAGER in (meta.followers or ()))
+    meta.proposal = ""
+    assert manager.state() == tango.DevState.OFF
     meta.proposal = "hg123"
     assert manager.state() == tango.DevState.STANDBY
     meta.sample = "lysozyme"

@@ -1,8 +1,8 @@
 """`icat-servers demo`: a whole beamline session on the embedded defaults, narrated.
 
-Embedded Tango database, `examples/id00.yml` registered, both servers started from their
-console scripts, then the calls BLISS makes for two datasets and a logbook message, with
-the MetadataManager's state printed after each call.
+Embedded Tango database, `examples/id00.yml` registered, a local ActiveMQ on the port the
+example names, both servers started from their console scripts, then the calls BLISS makes
+for two datasets and a logbook message, with the MetadataManager's state after each call.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from pathlib import Path
 import tango
 
 from adapters import registration
+from adapters.activemq import ActiveMQ, port_accepts
 from adapters.embedded_db import EmbeddedDatabase, default_state_dir
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "id00.yml"
+BROKER_PORT = 61613
+"""The example's queueURLs is localhost:61613."""
 META = "id00/metaexp/test"
 MANAGER = "id00/metadata/test"
 
@@ -70,7 +73,10 @@ def session(meta: tango.DeviceProxy, manager: tango.DeviceProxy) -> None:
         show(manager, "EndDataset()")
     manager.userComment("Demo session: two lysozyme datasets")
     show(manager, "userComment(...)")
-    time.sleep(1.5)
+    deadline = time.monotonic() + 15
+    while manager.undeliveredCount > 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.2)
     print("\nMetadataManager Status:\n  " + "\n  ".join(manager.status().splitlines()))
     print(
         f"undeliveredCount = {manager.undeliveredCount}, "
@@ -92,6 +98,13 @@ def run(state_dir: Path | None = None) -> int:
     registration.apply(todo, db)
     print(f"registered {EXAMPLE.name}: {len(todo)} change(s)")
     os.environ.setdefault("ICAT_SERVERS_STATE", str(state))
+    broker = None
+    if not port_accepts(BROKER_PORT):
+        broker = ActiveMQ(state / "activemq", BROKER_PORT)
+        broker.start()
+        print(f"ActiveMQ: started on 127.0.0.1:{BROKER_PORT}")
+    else:
+        print(f"ActiveMQ: something already listens on {BROKER_PORT}; using it")
     processes = [
         start_server("MetaExperiment", META, state / "MetaExperiment.log"),
         start_server("MetadataManager", MANAGER, state / "MetadataManager.log"),
@@ -112,6 +125,8 @@ def run(state_dir: Path | None = None) -> int:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
+        if broker is not None:
+            broker.stop()
         if database is not None:
             database.stop()
     print(f"\nlogs and outboxes under {state}")

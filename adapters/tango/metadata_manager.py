@@ -146,8 +146,7 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @datasetName.write
     def datasetName(self, name: Any) -> None:
-        self.event("name_dataset", name=common.text_argument(name, "datasetName"))
-        self.memorize()
+        self.name_dataset(name, "datasetName")
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
     def scanName(self) -> str:
@@ -155,7 +154,11 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @scanName.write
     def scanName(self, name: Any) -> None:
-        self.write_datasetName(name)
+        self.name_dataset(name, "scanName")
+
+    def name_dataset(self, name: Any, attribute: str) -> None:
+        self.event("name_dataset", name=common.text_argument(name, attribute))
+        self.memorize()
 
     @attribute(dtype=str)
     def dataFolder(self) -> str:

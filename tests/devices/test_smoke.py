@@ -23,5 +23,6 @@ def test_manager_follows_the_meta_experiment(beamline: Beamline) -> None:
     assert manager.state() == tango.DevState.RUNNING
     manager.EndDataset()
     assert manager.state() == tango.DevState.STANDBY
+    wait_for(lambda: manager.metadataFile != "")
     copy = Path(manager.metadataFile)
     assert copy.is_file() and b"<tns:name>sample_0001</tns:name>" in copy.read_bytes()

@@ -343,6 +343,7 @@ class Bench:
             )
         }
         for iteration in range(warmup + repetitions):
+            iteration_started = time.monotonic()
             if self.datasets and self.datasets % 100 == 0:
                 self.new_session(manager)
             self.datasets += 1
@@ -358,7 +359,7 @@ class Bench:
                 lambda: manager.read_attribute("metadataFile"),
             )
             timed(row["BenchFloor State"], lambda: floor.command_inout("State"))
-            if sum(values[0] for values in row.values()) > STALL_S * 1e9:
+            if time.monotonic() - iteration_started > STALL_S:
                 self.stalls.append(self.datasets)
             if take:
                 for name, values in row.items():
@@ -594,6 +595,23 @@ def report_stalls(bench: Bench) -> None:
             )
 
 
+def print_disk(outbox: Path) -> None:
+    """Per device: the sqlite outbox (with its WAL) and any other files kept beside it."""
+    for device in sorted(outbox.iterdir()):
+        files = [item for item in device.rglob("*") if item.is_file()]
+        sqlite = [item for item in files if item.name.startswith("outbox.sqlite3")]
+        others = [item for item in files if item not in sqlite]
+        print(
+            f"  {device.name}: sqlite {sum(f.stat().st_size for f in sqlite) / 1e6:.1f} MB"
+            + (
+                f", {len(others)} other files {sum(f.stat().st_size for f in others) / 1e6:.1f}"
+                f" MB (e.g. {others[0].relative_to(device)})"
+                if others
+                else ""
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=10_000, help="for (b); 0 skips (b)")
@@ -636,9 +654,8 @@ def main() -> None:
             )
             rows = bench.memory(options.datasets)
             undelivered = int(bench.manager_proxy.read_attribute("undeliveredCount").value)
-            meta_outbox = directory_bytes(bench.state / "outbox" / META.replace("/", "_"))
             print_memory(rows, undelivered)
-            print(f"  (of which MetaExperiment outbox: {meta_outbox / 1e6:.2f} MB)")
+            print_disk(bench.state / "outbox")
         if options.profile:
             bench.profile(options.profile_datasets)
     finally:

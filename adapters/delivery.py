@@ -179,9 +179,9 @@ class Delivery:
             if sender is not None:
                 sender.start()
 
-    def put(self, msg: OutboxMessage) -> None:
+    def put(self, msg: OutboxMessage, *, forget: str | None = None) -> None:
         """Store durably (raises OutboxUnavailable if it cannot), then wake its sender."""
-        self.store.put(msg)
+        self.store.put(msg, forget=forget)
         if msg.channel is Channel.ICAT:
             if self.stomp_sender is not None:
                 self.stomp_sender.wake()

@@ -35,13 +35,25 @@ def svg(name: str) -> bytes:
     return ("\n".join(line for line in lines if not line.startswith("<!--")) + "\n").encode()
 
 
+README = FOLDER.parent / "README.md"
+README_CHART = "metadata_manager"
+
+
+def readme_with_chart(readme: str) -> str:
+    """The README with its Mermaid block replaced by the MetadataManager chart as it is."""
+    start = readme.index("```mermaid\n") + len("```mermaid\n")
+    end = readme.index("```", start)
+    return readme[:start] + mermaid(README_CHART) + readme[end:]
+
+
 def export(folder: Path = FOLDER) -> list[Path]:
     written = []
     for name in CHARTS:
         (folder / f"{name}.mmd").write_text(mermaid(name))
         (folder / f"{name}.svg").write_bytes(svg(name))
         written += [folder / f"{name}.mmd", folder / f"{name}.svg"]
-    return written
+    README.write_text(readme_with_chart(README.read_text()))
+    return [*written, README]
 
 
 def main() -> int:

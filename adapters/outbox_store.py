@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS set_aside (
     error TEXT NOT NULL,
     set_aside_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 """
 
 
@@ -116,14 +120,17 @@ class OutboxStore:
                         self._conn.execute("ROLLBACK")
                 raise OutboxUnavailable(_advice(self.path, error)) from error
 
-    def put(self, msg: OutboxMessage) -> None:
+    def put(self, msg: OutboxMessage, *, forget: str | None = None) -> None:
         """Store a message; on return it survives a crash or power cut.
 
         Putting an id that is already waiting does nothing: a retried call does not
-        produce a second registration.
+        produce a second registration. `forget` names a journal entry that the message
+        replaces, removed in the same transaction (a running dataset that became a message).
         """
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
+            if forget is not None:
+                conn.execute("DELETE FROM journal WHERE key = ?", (forget,))
             conn.execute(
                 "INSERT OR IGNORE INTO outbox (id, channel, kind, created, header, body)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -146,6 +153,32 @@ class OutboxStore:
                 (channel.value, limit),
             ).fetchall()
         return [OutboxMessage.from_stored(bytes(h), bytes(b)) for h, b in rows]
+
+    def note(self, key: str, value: bytes) -> None:
+        """Keep work in progress (a running dataset) across a crash of the process.
+
+        Written without fsync: it survives kill -9, as the operating system still holds it;
+        only the messages themselves are worth an fsync each.
+        """
+        with self._locked() as conn:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute(
+                    "INSERT INTO journal (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
+
+    def recall(self, key: str) -> bytes | None:
+        with self._locked() as conn:
+            row = conn.execute("SELECT value FROM journal WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def forget(self, key: str) -> None:
+        with self._locked() as conn:
+            conn.execute("DELETE FROM journal WHERE key = ?", (key,))
 
     def pending_after(
         self, channel: Channel, after_seq: int, limit: int = 100

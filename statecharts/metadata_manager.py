@@ -6,6 +6,7 @@ events, and eventless transitions move the state to where the facts say it is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,6 +86,7 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
         | fault.to.itself(internal=True)
     )
     storage_failed = fault.from_(off, standby, on, running, fault)
+    resume_dataset = off.to(running)
     reset = (
         fault.to.itself(internal=True, cond="still_broken")
         | fault.to(running, cond="dataset_started")
@@ -115,7 +117,8 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
         return sample_specified(self.experiment.sample)
 
     def dataset_named(self) -> bool:
-        return self.sample_known() and bool(self.dataset_name)
+        """ON needs the experiment too: an unreachable MetaExperiment means OFF (SPEC)."""
+        return self.experiment_open() and self.sample_known() and bool(self.dataset_name)
 
     def dataset_started(self) -> bool:
         return self.started_at is not None
@@ -243,6 +246,32 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
 
     def status(self) -> str:
         return describe(self)
+
+    def journal(self) -> str | None:
+        """The running dataset as text, for a restart to resume it; None when none runs."""
+        if self.started_at is None:
+            return None
+        return json.dumps(
+            {
+                "proposal": self.experiment.proposal,
+                "sample": self.experiment.sample,
+                "dataRoot": self.experiment.data_root,
+                "datasetName": self.dataset_name,
+                "start": self.started_at.isoformat(),
+                "location": self.location,
+                "parameters": self.parameters,
+                "files": self.files,
+            }
+        )
+
+    def on_resume_dataset(self, journal: str) -> None:
+        entry = json.loads(journal)
+        self.experiment = Experiment(entry["proposal"], entry["sample"], entry["dataRoot"])
+        self.dataset_name = entry["datasetName"]
+        self.started_at = datetime.fromisoformat(entry["start"])
+        self.location = entry["location"]
+        self.parameters = dict(entry["parameters"])
+        self.files = list(entry["files"])
 
     def take_effects(self) -> list[Effect]:
         effects, self.effects = self.effects, []

@@ -39,6 +39,8 @@ STATES = {
 FOLLOWED = ("proposal", "sampleName", "datasetName", "scanName", "dataFolder")
 HEALTH_PERIOD_S = 1.0
 KEPT_COPIES = 1000
+RUNNING = "running dataset"
+"""The outbox journal entry of the dataset in progress."""
 
 
 class MetadataManager(Device):  # type: ignore[misc]
@@ -62,10 +64,20 @@ class MetadataManager(Device):  # type: ignore[misc]
         for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
             self.set_change_event(name, True, False)
         problem = self.configure()
-        self.chart.remember(self.memorized())
+        self.kept_name = self.memorized()
+        self.chart.remember(self.kept_name)
+        self.kept_journal: str | None = self.outlet.recall(RUNNING) if self.outlet else None
+        if self.kept_journal is not None:
+            self.chart.handle("resume_dataset", journal=self.kept_journal)
         if problem:
             self.chart.handle("fail", problem=problem)
         self.publish()
+        self.follow()
+
+    def follow(self) -> None:
+        """Start following the MetaExperiment once what a restart kept is back in the chart."""
+        if self.leader is not None and not self.leader.thread.is_alive():
+            self.leader.start()
 
     def configure(self) -> str:
         """Read the properties and open what they name; the problem, if any, in words."""
@@ -93,7 +105,6 @@ class MetadataManager(Device):  # type: ignore[misc]
             if self.leader is not None:
                 self.leader.stop()
             self.leader = Leader(self.get_name(), settings.meta_experiment, self.found, self.lost)
-            self.leader.start()
         if self.watcher is None:
             self.watcher = threading.Thread(target=self.watch_health, daemon=True)
             self.watcher.start()
@@ -158,7 +169,6 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     def name_dataset(self, name: Any, attribute: str) -> None:
         self.event("name_dataset", name=common.text_argument(name, attribute))
-        self.memorize()
 
     @attribute(dtype=str)
     def dataFolder(self) -> str:
@@ -290,6 +300,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         with common.client_errors("MetadataManager.Reset"):
             self.run(self.chart.handle("reset", problem=self.configure()))
             self.publish()
+            self.follow()
 
     # -- the shell: event in, effects out, state shown ------------------------------
 
@@ -299,6 +310,8 @@ class MetadataManager(Device):  # type: ignore[misc]
                 self.run(self.chart.handle(event, **arguments))
             finally:
                 self.publish()
+                self.keep_dataset_name()
+                self.keep_journal()
 
     def run(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -315,13 +328,12 @@ class MetadataManager(Device):  # type: ignore[misc]
             xml=xml,
         )
         try:
-            self.store(message)
+            self.store(message, forget=RUNNING)
         except tango.DevFailed:
             self.chart.handle(
                 "storage_failed", problem=self.storage_problem, dataset=effect.dataset
             )
             raise
-        self.memorize()
         self.keep_copy(message.id, xml)
 
     def keep_copy(self, message_id: str, xml: bytes) -> None:
@@ -342,12 +354,12 @@ class MetadataManager(Device):  # type: ignore[misc]
 
         self.housekeeper.submit(write)
 
-    def store(self, message: Any) -> None:
+    def store(self, message: Any, forget: str | None = None) -> None:
         if self.outlet is None:
             self.storage_problem = "the outbox could not be opened; see Status"
             common.fail("ICAT_Outbox", self.storage_problem, "MetadataManager")
         try:
-            self.outlet.put(message)
+            self.outlet.put(message, forget=forget)
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"
             common.fail("ICAT_Outbox", f"{self.storage_problem}. Nothing was accepted.", "store")
@@ -432,6 +444,21 @@ class MetadataManager(Device):  # type: ignore[misc]
         except tango.DevFailed:
             return ""
         return str((found.get("datasetName", {}).get("__value") or [""])[0])
+
+    def keep_journal(self) -> None:
+        """A running dataset survives a crash of this server: kept at each change."""
+        journal = self.chart.journal()
+        if journal != self.kept_journal and journal is not None and self.outlet is not None:
+            self.outlet.note(RUNNING, journal)
+        self.kept_journal = journal
+
+    def keep_dataset_name(self) -> None:
+        """Memorize datasetName whenever it changes, also when the servers cleared it (a new
+        sample, an ended dataset): a restart must not bring back a name they dropped. Not
+        before the MetaExperiment is found: the remembered name is not applied yet."""
+        if self.chart.linked and self.chart.dataset_name != self.kept_name:
+            self.kept_name = self.chart.dataset_name
+            self.memorize()
 
     def memorize(self) -> None:
         """Keep the current datasetName for a restart, without making the call wait."""

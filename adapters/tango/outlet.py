@@ -39,8 +39,15 @@ class Outlet:
         )
         self.delivery.start()
 
-    def put(self, message: OutboxMessage) -> None:
-        self.delivery.put(message)
+    def put(self, message: OutboxMessage, *, forget: str | None = None) -> None:
+        self.delivery.put(message, forget=forget)
+
+    def note(self, key: str, value: str) -> None:
+        self.delivery.store.note(key, value.encode())
+
+    def recall(self, key: str) -> str | None:
+        value = self.delivery.store.recall(key)
+        return None if value is None else value.decode()
 
     def health(self) -> DeliveryHealth:
         return self.delivery.health()

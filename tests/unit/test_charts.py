@@ -220,3 +220,47 @@ def test_a_remembered_dataset_name_needs_a_sample() -> None:
     session.write_proposal("hg123")
     session.find_meta()
     assert (session.observe().state, session.observe().dataset_name) == ("STANDBY", "")
+
+
+def test_a_running_dataset_resumed_from_its_journal_is_registered_whole() -> None:
+    session = ready_session()
+    session.set_parameters('{"Sample_description": "crystal"}')
+    session.start_dataset()
+    session.add_file("/data/visitor/f1.h5")
+    journal = session.manager.journal()
+    assert journal is not None
+
+    restarted = PureSession()
+    restarted.meta = session.meta
+    restarted.manager.handle("experiment_lost")
+    restarted.manager.handle("resume_dataset", journal=journal)
+    assert restarted.observe().state == "RUNNING"
+    restarted.find_meta()
+    restarted.end_dataset()
+    [dataset] = restarted.registered
+    assert (dataset.name, dataset.sample, dataset.datafiles) == (
+        "sample_0001",
+        "lysozyme",
+        ("/data/visitor/f1.h5",),
+    )
+    assert dataset.parameters == {"Sample_description": "crystal"}
+    assert dataset.start == session.manager.started_at
+    assert restarted.manager.journal() is None
+
+
+def test_a_resumed_dataset_ends_when_the_experiment_moved_on_meanwhile() -> None:
+    session = ready_session()
+    session.start_dataset()
+    journal = session.manager.journal()
+    assert journal is not None
+    session.write_sample("thaumatin")
+    assert len(session.registered) == 1
+
+    restarted = PureSession()
+    restarted.meta = session.meta
+    restarted.manager.handle("experiment_lost")
+    restarted.manager.handle("resume_dataset", journal=journal)
+    restarted.find_meta()
+    [dataset] = restarted.registered
+    assert dataset.sample == "lysozyme"
+    assert restarted.observe().state == "STANDBY"

@@ -20,3 +20,8 @@ def test_committed_mermaid_diagram_matches_its_chart(name: str) -> None:
 def test_committed_svg_diagram_matches_its_chart(name: str) -> None:
     committed = (diagrams.FOLDER / f"{name}.svg").read_bytes()
     assert committed == diagrams.svg(name), "run: python -m adapters.diagrams"
+
+
+def test_readme_shows_the_metadata_manager_chart_as_it_is() -> None:
+    readme = diagrams.README.read_text()
+    assert readme == diagrams.readme_with_chart(readme), "run: python -m adapters.diagrams"

@@ -24,45 +24,15 @@ from typing import Any, Protocol
 
 import yaml
 
+from icatcore.config import (
+    CLASS_PROPERTIES,
+    DEVICE_PROPERTIES,
+    REQUIRED_DEVICE_PROPERTIES,
+    SINGLE_VALUED,
+)
+
 CLASSES = ("MetaExperiment", "MetadataManager")
 """The two device classes, each run by the console script of the same name."""
-
-_BROKER = frozenset({"queueURLs", "queueName", "queueLogin", "queuePasscode", "jolokiaPort"})
-
-CLASS_PROPERTIES: Mapping[str, frozenset[str]] = {
-    "MetaExperiment": _BROKER,
-    "MetadataManager": _BROKER | {"icatplus_server", "API_KEY"},
-}
-"""Properties the devices read as class properties (SPEC "Configuration", icatcore.config).
-
-A name not listed here is refused: the devices would ignore it silently. Add a
-property here when icatcore.config learns to read it."""
-
-DEVICE_PROPERTIES: Mapping[str, frozenset[str]] = {
-    "MetaExperiment": CLASS_PROPERTIES["MetaExperiment"] | {"beamlineID"},
-    "MetadataManager": CLASS_PROPERTIES["MetadataManager"]
-    | {"beamlineID", "metaExperimentDevice", "dataFolderPattern", "parameters"},
-}
-"""Device properties; a class property of the same name set on a device overrides it."""
-
-REQUIRED_DEVICE_PROPERTIES: Mapping[str, tuple[str, ...]] = {
-    "MetaExperiment": ("beamlineID",),
-    "MetadataManager": ("beamlineID", "metaExperimentDevice"),
-}
-
-SINGLE_VALUED = frozenset(
-    {
-        "queueName",
-        "queueLogin",
-        "queuePasscode",
-        "icatplus_server",
-        "API_KEY",
-        "jolokiaPort",
-        "beamlineID",
-        "metaExperimentDevice",
-        "dataFolderPattern",
-    }
-)
 
 CLASS_ENTRY_KEYS = frozenset({"class", "properties"})
 SERVER_ENTRY_KEYS = frozenset({"server", "personal_name", "device"})

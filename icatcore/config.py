@@ -16,6 +16,49 @@ from icatcore.folders import DEFAULT_PATTERN, check_pattern
 
 Properties = Mapping[str, Sequence[str]]
 
+_BROKER = frozenset({"queueURLs", "queueName", "queueLogin", "queuePasscode", "jolokiaPort"})
+
+CLASS_PROPERTIES: Mapping[str, frozenset[str]] = {
+    "MetaExperiment": _BROKER,
+    "MetadataManager": _BROKER | {"icatplus_server", "API_KEY"},
+}
+"""Properties the devices read as class properties (SPEC "Configuration", icatcore.config).
+
+A name not listed here is refused: the devices would ignore it silently. Add a
+property here when this module learns to read it."""
+
+DEVICE_PROPERTIES: Mapping[str, frozenset[str]] = {
+    "MetaExperiment": CLASS_PROPERTIES["MetaExperiment"] | {"beamlineID", "outboxDirectory"},
+    "MetadataManager": CLASS_PROPERTIES["MetadataManager"]
+    | {"beamlineID", "metaExperimentDevice", "dataFolderPattern", "parameters", "outboxDirectory"},
+}
+"""Device properties; a class property of the same name set on a device overrides it."""
+
+REQUIRED_DEVICE_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    "MetaExperiment": ("beamlineID",),
+    "MetadataManager": ("beamlineID", "metaExperimentDevice"),
+}
+
+SINGLE_VALUED = frozenset(
+    {
+        "queueName",
+        "queueLogin",
+        "queuePasscode",
+        "icatplus_server",
+        "API_KEY",
+        "jolokiaPort",
+        "beamlineID",
+        "metaExperimentDevice",
+        "dataFolderPattern",
+    }
+)
+
+PROPERTY_NAMES = tuple(
+    sorted(DEVICE_PROPERTIES["MetaExperiment"] | DEVICE_PROPERTIES["MetadataManager"])
+)
+"""Every property a device reads, as class or device property."""
+
+
 DEFAULT_STOMP_PORT = 61613
 BEAMLINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 DEVICE = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+$")

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import tango
 
+from icatcore.config import PROPERTY_NAMES
 from icatcore.errors import ConfigurationError, InvalidInput
 from statecharts.effects import Refused
 
@@ -22,20 +23,6 @@ SOFTWARE = "icat-servers 0.1.0"
 MACHINE = socket.getfqdn()
 STATE_ENVIRONMENT = "ICAT_SERVERS_STATE"
 
-PROPERTY_NAMES = (
-    "queueURLs",
-    "queueName",
-    "queueLogin",
-    "queuePasscode",
-    "icatplus_server",
-    "API_KEY",
-    "jolokiaPort",
-    "beamlineID",
-    "metaExperimentDevice",
-    "dataFolderPattern",
-    "parameters",
-    "outboxDirectory",
-)
 
 log = logging.getLogger("icat_servers")
 T = TypeVar("T")

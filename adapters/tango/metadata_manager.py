@@ -300,6 +300,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         with common.client_errors("MetadataManager.Reset"):
             self.run(self.chart.handle("reset", problem=self.configure()))
             self.publish()
+            self.keep_journal()
             self.follow()
 
     # -- the shell: event in, effects out, state shown ------------------------------
@@ -446,10 +447,22 @@ class MetadataManager(Device):  # type: ignore[misc]
         return str((found.get("datasetName", {}).get("__value") or [""])[0])
 
     def keep_journal(self) -> None:
-        """A running dataset survives a crash of this server: kept at each change."""
+        """A running dataset survives a crash of this server: kept at each change.
+
+        If the outbox cannot keep it, the call fails with ICAT_Outbox and the device goes to
+        FAULT (the dataset stays in memory; Reset writes the journal again).
+        """
+        if self.chart.current_state_value == "fault":
+            return  # the journal is written again by Reset
         journal = self.chart.journal()
         if journal != self.kept_journal and journal is not None and self.outlet is not None:
-            self.outlet.note(RUNNING, journal)
+            try:
+                self.outlet.note(RUNNING, journal)
+            except OutboxUnavailable as error:
+                self.storage_problem = f"the outbox cannot keep the running dataset: {error}"
+                self.chart.handle("storage_failed", problem=self.storage_problem)
+                self.publish()
+                common.fail("ICAT_Outbox", f"{self.storage_problem}. Then call Reset.", "journal")
         self.kept_journal = journal
 
     def keep_dataset_name(self) -> None:

@@ -97,7 +97,7 @@ class Leader:
         self,
         follower: str,
         leader: str,
-        found: Callable[[Experiment], None],
+        found: Callable[[str], None],
         lost: Callable[[], None],
     ) -> None:
         self.follower = follower
@@ -143,9 +143,7 @@ class Leader:
                     self.tell(self.lost)
             else:
                 self.reachable = True
-                experiment = self.take(answer)
-                if experiment is not None:
-                    self.tell(partial(self.found, experiment))
+                self.tell(partial(self.found, answer))
             self.stopping.wait(FOLLOW_INTERVAL_S)
 
     def tell(self, callback: Callable[[], None]) -> None:

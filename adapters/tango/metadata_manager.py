@@ -25,7 +25,6 @@ from icatcore import config, elogbook, messages
 from icatcore.definitions import parse_parameters
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
-from icatcore.records import Experiment
 from statecharts.effects import Effect, RegisterDataset
 from statecharts.metadata_manager import MetadataManagerChart, Settings
 
@@ -124,9 +123,9 @@ class MetadataManager(Device):  # type: ignore[misc]
     # their own and take the same monitor, so one lock orders everything (a second lock
     # deadlocked with push_change_event: tests/e2e_delivery).
 
-    def found(self, experiment: Experiment) -> None:
+    def found(self, answer: str) -> None:
         with tango.AutoTangoMonitor(self):
-            self.event("experiment_changed", experiment=experiment, at=common.now())
+            self.take_experiment(answer)
 
     def lost(self) -> None:
         with tango.AutoTangoMonitor(self):
@@ -135,9 +134,11 @@ class MetadataManager(Device):  # type: ignore[misc]
     @command(dtype_in=str)
     def ExperimentChanged(self, text: str) -> None:
         """Called by the MetaExperiment before its write returns."""
-        if self.leader is None:
-            return
-        experiment = self.leader.take(text)
+        self.take_experiment(text)
+
+    def take_experiment(self, text: str) -> None:
+        """Under the device monitor, so an older answer never overwrites a newer one."""
+        experiment = self.leader.take(text) if self.leader is not None else None
         if experiment is not None:
             self.event("experiment_changed", experiment=experiment, at=common.now())
 

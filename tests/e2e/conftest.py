@@ -50,7 +50,12 @@ OFF, STANDBY, ON, RUNNING = (
 )
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    what: str = "",
+    describe: Callable[[], object] | None = None,
+) -> None:
     """For what happens without a call (a process starting, a link found); never for a
     state a call caused: that one must be there when the call returns (SPEC)."""
     deadline = time.monotonic() + timeout
@@ -61,7 +66,8 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
         except tango.DevFailed:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout} s: {what or condition}")
+            found = f"; found {describe()}" if describe is not None else ""
+            raise AssertionError(f"not reached in {timeout} s: {what or condition}{found}")
         time.sleep(0.05)
 
 
@@ -143,26 +149,30 @@ class Beamline:
 
     # -- what was registered ------------------------------------------------------
 
-    def mark(self, device: str = MANAGER) -> int:
-        """The position of the last message in the outbox now: read what comes after."""
-        store = self.outbox(device)
+    def mark(self) -> int:
+        """The position of the newest message in the outbox: read what comes after it."""
+        store = self.outbox()
         try:
-            found = store.pending_after(Channel.ICAT, 0, limit=1_000_000)
+            return max(
+                (
+                    seq
+                    for channel in Channel
+                    for seq, _ in store.pending_after(channel, 0, limit=1_000_000)
+                ),
+                default=0,
+            )
         finally:
             store.close()
-        return max((seq for seq, _ in found), default=0)
 
-    def messages_since(self, mark: int, device: str = MANAGER) -> list[OutboxMessage]:
-        store = self.outbox(device)
+    def messages_since(self, mark: int, channel: Channel = Channel.ICAT) -> list[OutboxMessage]:
+        store = self.outbox()
         try:
-            return [m for _, m in store.pending_after(Channel.ICAT, mark, limit=1_000_000)]
+            return [m for _, m in store.pending_after(channel, mark, limit=1_000_000)]
         finally:
             store.close()
 
     def datasets_since(self, mark: int) -> list[Dataset]:
-        return [
-            Dataset.parse(m.body) for m in self.messages_since(mark) if m.kind is Kind.DATASET
-        ]
+        return [Dataset.parse(m.body) for m in self.messages_since(mark) if m.kind is Kind.DATASET]
 
     # -- processes ----------------------------------------------------------------
 
@@ -192,6 +202,13 @@ class Beamline:
         self.meta.write_attribute("proposal", proposal)
         self.meta.write_attribute("sample", sample)
         self.meta.write_attribute("dataRoot", root)
+
+    def describe(self) -> str:
+        """The manager as a person would look at it, for failure messages."""
+        try:
+            return f"{self.manager.state()} {self.manager.datasetName!r}: {self.manager.status()}"
+        except tango.DevFailed as error:
+            return f"unreachable ({error.args[0].desc.strip()})"
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a client can read that a refused call must leave unchanged."""
@@ -282,9 +299,7 @@ def e2e_beamline(
     environment = {"ICAT_SERVERS_STATE": str(state)}
     previous = os.environ.get("TANGO_HOST")
     os.environ["TANGO_HOST"] = tango_db  # Server.start asks the database for the devices
-    meta = Server(
-        "MetaExperiment", INSTANCE, tango_db, logs / "meta.log", [META], environment
-    )
+    meta = Server("MetaExperiment", INSTANCE, tango_db, logs / "meta.log", [META], environment)
     manager = Server(
         "MetadataManager", INSTANCE, tango_db, logs / "manager.log", [MANAGER], environment
     )

@@ -38,6 +38,7 @@ STATES = {
 FOLLOWED = ("proposal", "sampleName", "datasetName", "scanName", "dataFolder")
 HEALTH_PERIOD_S = 1.0
 KEPT_COPIES = 1000
+PRUNE_EVERY = 100
 RUNNING = "running dataset"
 """The outbox journal entry of the dataset in progress."""
 
@@ -55,6 +56,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.parameter_names: tuple[str, ...] = ()
         self.last_file = ""
         self.metadata_file = ""
+        self.copies_written = 0
         self.shown: tuple[object, ...] = ()
         self.stopping = threading.Event()
         self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
@@ -347,12 +349,15 @@ class MetadataManager(Device):  # type: ignore[misc]
                 self.copies.mkdir(exist_ok=True)
                 path.write_bytes(xml)
                 self.metadata_file = str(path)
-                kept = sorted(self.copies.glob("*.xml"), key=lambda p: p.stat().st_mtime)
-                for old in kept[:-KEPT_COPIES]:
-                    old.unlink(missing_ok=True)
+                self.copies_written += 1
+                if self.copies_written % PRUNE_EVERY == 0:
+                    kept = sorted(self.copies.glob("*.xml"), key=lambda p: p.stat().st_mtime)
+                    for old in kept[:-KEPT_COPIES]:
+                        old.unlink(missing_ok=True)
             except OSError as error:
                 common.log.warning("could not write %s: %s", path, error)
                 self.metadata_file = ""
+        self.copies_written = 0
 
         self.housekeeper.submit(write)
 

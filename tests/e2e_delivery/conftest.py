@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tango
-from pyicat_plus_pytest_plugin import _mock_backend, proc, tcp
 
 from tests.services.icat_mocks import INGEST_QUEUE, IcatIngesterMock, IcatPlusMock
 from tests.services.servers import BIN, Server, register
@@ -146,12 +146,22 @@ def start_beamline(
         meta_name,
         manager_name,
         VerboseServer(
-            "MetaExperiment", tag, tango_host, state / "meta.log", [meta_name], environment,
+            "MetaExperiment",
+            tag,
+            tango_host,
+            state / "meta.log",
+            [meta_name],
+            environment,
             options=options,
         ),
         VerboseServer(
-            "MetadataManager", tag, tango_host, state / "manager.log", [manager_name],
-            environment, options=options,
+            "MetadataManager",
+            tag,
+            tango_host,
+            state / "manager.log",
+            [manager_name],
+            environment,
+            options=options,
         ),
         state,
         queue,
@@ -160,32 +170,6 @@ def start_beamline(
     if start:
         beamline.start()
     return beamline
-
-
-@pytest.fixture(scope="session")
-def session_icatplus_mock(icat_mock_data_dir: Path) -> Iterator[IcatPlusMock]:
-    """The mock ICAT+ of tests/services/icat_mocks.py, given time to start.
-
-    The plugin's `start_icatplus_server` waits 5 s for the port; importing the server takes
-    3 to 4 s on an idle 2-CPU machine, so under load it timed out (and left the process
-    running). Same server and arguments, started with `spawn_server`, waited 60 s.
-    """
-    with tcp.tcp_message_server("json", validate_all=False) as (port_out, messages):
-        port = tcp.get_open_port()
-        process = _mock_backend.spawn_server(
-            "icatplus_server",
-            f"--port={port}",
-            f"--port_out={port_out}",
-            f"--icat_data_dir={icat_mock_data_dir}",
-            quiet=True,
-        )
-        try:
-            tcp.wait_tcp_online("localhost", port, timeout=60)
-            first = messages.get(timeout=60)
-            assert first == {"STATUS": "LISTENING"}, f"mock ICAT+ did not start: {first!r}"
-            yield IcatPlusMock(port, messages, icat_mock_data_dir)
-        finally:
-            proc.wait_terminate(process)
 
 
 @pytest.fixture(scope="session")
@@ -208,8 +192,10 @@ def e2e(
         queue=INGEST_QUEUE,
         icatplus=session_icatplus_mock,
         options=("-v4",),
+        start=False,
     )
     try:
+        beamline.start()
         yield beamline
     finally:
         beamline.stop()
@@ -222,10 +208,12 @@ def beamline_factory(
     """Beamlines of their own (fault tests); every one is killed by PID at the end."""
     made: list[Beamline] = []
 
-    def make(tag: str, **kwargs: object) -> Beamline:
+    def make(tag: str, start: bool = True, **kwargs: object) -> Beamline:
         state = kwargs.pop("state", None) or tmp_path_factory.mktemp(f"{tag}_state")
-        beamline = start_beamline(tango_db, tag, state, **kwargs)  # type: ignore[arg-type]
-        made.append(beamline)
+        beamline = start_beamline(tango_db, tag, state, start=False, **kwargs)  # type: ignore[arg-type]
+        made.append(beamline)  # before starting: a failed start is cleaned up too
+        if start:
+            beamline.start()
         return beamline
 
     try:
@@ -266,6 +254,5 @@ def wait_delivered(manager: tango.DeviceProxy, timeout: float = 30.0) -> float:
 
 def parameter_values(dataset: Mapping[str, object]) -> dict[str, str]:
     """A parsed dataset message's parameters as name -> value."""
-    items = dataset.get("parameter") or dataset.get("parameters") or []
-    return {str(p["name"]): str(p["value"]) for p in items}  # type: ignore[index,union-attr]
-
+    items: Any = dataset.get("parameter") or dataset.get("parameters") or []
+    return {str(p["name"]): str(p["value"]) for p in items}

@@ -23,6 +23,7 @@ from tests.e2e_delivery.conftest import (
     parameter_values,
     unique_proposal,
     wait_delivered,
+    wait_until,
 )
 from tests.services.icat_mocks import IcatIngesterMock
 
@@ -48,13 +49,14 @@ class Session:
 
     def recorded(self) -> list[dict[str, Any]]:
         """What the mock ICAT's database holds for this proposal's investigation."""
-        return IcatDb(self.ingester.data_dir).get_datasets(self.investigation["id"])
+        recorded: list[dict[str, Any]] = IcatDb(self.ingester.data_dir).get_datasets(
+            self.investigation["id"]
+        )
+        return recorded
 
 
 @pytest.fixture
-def session(
-    e2e: Beamline, icat_ingester: IcatIngesterMock, tmp_path: Path
-) -> Iterator[Session]:
+def session(e2e: Beamline, icat_ingester: IcatIngesterMock, tmp_path: Path) -> Iterator[Session]:
     proposal = unique_proposal()
     data_root = tmp_path / "data"
     data_root.mkdir()
@@ -89,7 +91,9 @@ def assert_healthy(manager: tango.DeviceProxy) -> None:
         "lastDeliveryError": "",
         "setAsideCount": 0,
     }
-    assert "all messages delivered" in manager.status()
+    wait_until(  # Status is refreshed once a second
+        lambda: "all messages delivered" in manager.status(), 5, "Status to say so"
+    )
 
 
 def test_proposal_write_registers_the_investigation(session: Session) -> None:
@@ -137,6 +141,9 @@ def test_ended_dataset_arrives_with_everything_the_client_gave(session: Session)
     [recorded] = session.recorded()
     assert recorded["name"] == "lyso_0001"
     assert recorded["location"] == folder
+    assert recorded["instrument"] == BEAMLINE
+    assert recorded["sample"]["name"] == "lysozyme"
+    assert [f["location"] for f in recorded["datafile"]] == files
     assert recorded["investigation"] == {
         "name": session.proposal,
         "id": session.investigation["id"],
@@ -200,3 +207,18 @@ def test_many_datasets_each_arrive_once(session: Session) -> None:
     assert [d["name"] for d in received] == names
     assert sorted(r["name"] for r in session.recorded()) == names
     assert_healthy(manager)
+
+
+def test_mxcube_aliases_register_the_dataset(session: Session) -> None:
+    """MXCuBE writes scanName and calls StartScan/EndScan; the dataset is the same."""
+    manager = session.beamline.manager
+    manager.write_attribute("scanName", "mx_0001")
+    assert manager.read_attribute("datasetName").value == "mx_0001"
+    manager.command_inout("StartScan")
+    manager.write_attribute("lastDataFile", "/data/mx_0001/image_00001.cbf")
+    manager.command_inout("EndScan")
+    assert manager.read_attribute("scanName").value == ""
+    [dataset] = session.datasets(1)
+    assert (dataset["name"], dataset["complete"]) == ("mx_0001", True)
+    assert [f["location"] for f in dataset["datafile"]] == ["/data/mx_0001/image_00001.cbf"]
+    assert [r["name"] for r in session.recorded()] == ["mx_0001"]

@@ -141,7 +141,7 @@ def everything_shown(device: tango.DeviceProxy) -> list[str]:
 
 
 def refusals(calls: list[Callable[[], object]]) -> list[str]:
-    texts = []
+    texts: list[str] = []
     for call in calls:
         try:
             call()
@@ -197,9 +197,7 @@ def test_api_key_is_never_shown_logged_or_stored(
     logs = (beamline.manager_server.log.read_text(), beamline.meta_server.log.read_text())
     assert "/dataacquisition/***/" in logs[0]  # the refusal was logged, masked
     stored = [
-        path.read_bytes()
-        for path in Path(beamline.state, "outbox").rglob("*")
-        if path.is_file()
+        path.read_bytes() for path in Path(beamline.state, "outbox").rglob("*") if path.is_file()
     ]
     assert any(b"refused by ICAT+" in data for data in stored)  # the set-aside row
     assert len(texts) >= 5

@@ -123,13 +123,24 @@ def icat_ingester(session_icat_ingester: IcatIngesterMock) -> IcatIngesterMock:
 
 @pytest.fixture(scope="session")
 def session_icatplus_mock(icat_mock_data_dir: Path) -> Iterator[IcatPlusMock]:
+    """pyicat-plus's mock ICAT+, given time to start.
+
+    The plugin's `start_icatplus_server` waits 5 s for the port; importing the server takes
+    3 to 4 s on an idle 2-CPU machine, so under load it timed out (and left the process
+    running). Same server and arguments, started with `spawn_server`, waited 60 s.
+    """
     with tcp.tcp_message_server("json", validate_all=False) as (port_out, messages):
         port = tcp.get_open_port()
-        process = _mock_backend.start_icatplus_server(
-            port, port_out, icat_mock_data_dir, quiet=True
+        process = _mock_backend.spawn_server(
+            "icatplus_server",
+            f"--port={port}",
+            f"--port_out={port_out}",
+            f"--icat_data_dir={icat_mock_data_dir}",
+            quiet=True,
         )
         try:
-            first = messages.get(timeout=30)
+            tcp.wait_tcp_online("localhost", port, timeout=60)
+            first = messages.get(timeout=60)
             assert first == {"STATUS": "LISTENING"}, f"mock ICAT+ did not start: {first!r}"
             yield IcatPlusMock(port, messages, icat_mock_data_dir)
         finally:

@@ -1,0 +1,364 @@
+"""Datasets through the Tango devices to a real ActiveMQ: rates, ratios and latency, one run.
+
+    /work/venv/bin/python bench/bench_delivery.py [--datasets N]
+
+Starts its own ActiveMQ, embedded Tango database and servers (stopped by PID), then:
+
+(a) ours: N datasets through Tango calls (write datasetName, StartDataset, SetParameters,
+    3 x lastDataFile, EndDataset) -> outbox -> STOMP with receipts -> ActiveMQ, timed until
+    the broker confirmed all (the outbox is empty);
+(b) pyicat-plus: the same datasets sent with `IcatClient.store_dataset` to the same broker
+    (fire and forget: it does not wait for the broker), target ours >= 10x;
+(c) floor: the same Tango call sequence against a do-nothing device (this file, run with
+    `--floor-server`, in its own process), target ours/floor >= 0.7;
+(d) latency from EndDataset returning to the message reaching a consumer of the queue
+    (after the broker stored it), one dataset at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import tango  # noqa: E402
+from tango.server import Device, attribute, command, run  # noqa: E402
+
+BEAMLINE = "id00"
+PROPOSAL = "ab1234"
+SAMPLE = "lysozyme"
+PARAMETERS = {
+    "Sample_description": "tetragonal crystal",
+    "InstrumentSlitPrimary_horizontal_gap": "0.25",
+    "scanType": "ascan",
+}
+FILES = 3
+META, MANAGER, FLOOR = "bench/metaexp/1", "bench/metadata/1", "bench/floor/1"
+QUEUE_OURS, QUEUE_PYICAT = "bench.ours", "bench.pyicat"
+NAME = re.compile(r"<tns:name>([^<]*)</tns:name>")
+
+
+class FloorDevice(Device):  # type: ignore[misc]
+    """The same attributes and commands as the MetadataManager, doing nothing."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        self.name_ = ""
+        self.file_ = ""
+
+    @attribute(dtype=str, access=tango.AttrWriteType.READ_WRITE)
+    def datasetName(self) -> str:
+        return self.name_
+
+    @datasetName.write  # type: ignore[no-redef]
+    def datasetName(self, value: str) -> None:
+        self.name_ = value
+
+    @attribute(dtype=str, access=tango.AttrWriteType.READ_WRITE)
+    def lastDataFile(self) -> str:
+        return self.file_
+
+    @lastDataFile.write  # type: ignore[no-redef]
+    def lastDataFile(self, value: str) -> None:
+        self.file_ = value
+
+    @command  # type: ignore[untyped-decorator]
+    def StartDataset(self) -> None:
+        pass
+
+    @command  # type: ignore[untyped-decorator]
+    def EndDataset(self) -> None:
+        pass
+
+    @command(dtype_in=str)  # type: ignore[untyped-decorator]
+    def SetParameters(self, text: str) -> None:
+        pass
+
+
+Timings = dict[str, list[float]]
+
+
+def one_dataset(proxy: tango.DeviceProxy, name: str, timings: Timings | None = None) -> float:
+    """The client's call sequence; returns time.time() when EndDataset returned.
+
+    With `timings`, each call's duration is appended under its name.
+    """
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("write datasetName", lambda: proxy.write_attribute("datasetName", name)),
+        ("StartDataset", lambda: proxy.command_inout("StartDataset")),
+        ("SetParameters", lambda: proxy.command_inout("SetParameters", json.dumps(PARAMETERS))),
+    ]
+    calls += [
+        ("write lastDataFile", partial(proxy.write_attribute, "lastDataFile", path))
+        for path in (f"/data/visitor/{PROPOSAL}/{name}/f{i}.h5" for i in range(FILES))
+    ]
+    calls.append(("EndDataset", lambda: proxy.command_inout("EndDataset")))
+    for what, call in calls:
+        start = time.perf_counter()
+        call()
+        if timings is not None:
+            timings.setdefault(what, []).append(time.perf_counter() - start)
+    return time.time()
+
+
+def sequence_rate(
+    proxy: tango.DeviceProxy, prefix: str, count: int, timings: Timings | None = None
+) -> float:
+    start = time.perf_counter()
+    for i in range(count):
+        one_dataset(proxy, f"{prefix}_{i:05d}", timings)
+    return count / (time.perf_counter() - start)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        from adapters.embedded_db import EmbeddedDatabase
+        from tests.services.activemq import ActiveMQ, free_port
+
+        self.workdir = workdir
+        self.broker = ActiveMQ(workdir / "activemq", free_port())
+        self.database = EmbeddedDatabase(workdir / "tango_db")
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.state = workdir / "state"
+        self.outbox = self.state / "outbox" / MANAGER.replace("/", "_") / "outbox.sqlite3"
+
+    # -- services ------------------------------------------------------------------
+
+    def start(self) -> None:
+        from tests.services.servers import register
+
+        self.broker.start()
+        tango_host = self.database.start()
+        os.environ["TANGO_HOST"] = tango_host
+        delivery = {
+            "queueURLs": [self.broker.url],
+            "queueName": [QUEUE_OURS],
+            "icatplus_server": ["http://127.0.0.1:9"],
+            "API_KEY": ["bench"],
+        }
+        register(
+            tango_host,
+            "MetaExperiment/bench",
+            "MetaExperiment",
+            {META: {"beamlineID": [BEAMLINE], **delivery}},
+        )
+        register(
+            tango_host,
+            "MetadataManager/bench",
+            "MetadataManager",
+            {
+                MANAGER: {
+                    "beamlineID": [BEAMLINE],
+                    "metaExperimentDevice": [META],
+                    "parameters": ["Sample_description", "InstrumentSlitPrimary_horizontal_gap"],
+                    **delivery,
+                }
+            },
+        )
+        register(tango_host, "FloorDevice/bench", "FloorDevice", {FLOOR: {}})
+        environment = {**os.environ, "ICAT_SERVERS_STATE": str(self.state)}
+        bin_dir = Path(sys.executable).parent
+        for command_line, device in (
+            ([str(bin_dir / "MetaExperiment"), "bench"], META),
+            ([str(bin_dir / "MetadataManager"), "bench"], MANAGER),
+            ([sys.executable, str(Path(__file__).resolve()), "--floor-server", "bench"], FLOOR),
+        ):
+            log = (self.workdir / f"{device.replace('/', '_')}.log").open("ab")
+            process = subprocess.Popen(
+                command_line,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.processes.append(process)
+            wait_for(partial(self._answers, device), 60, f"{device} to start")
+        meta = tango.DeviceProxy(META)
+        wait_for(lambda: MANAGER in (meta.followers or ()), 30, "the MetadataManager to follow")
+        meta.write_attribute("proposal", PROPOSAL)
+        meta.write_attribute("sample", SAMPLE)
+        manager = tango.DeviceProxy(MANAGER)
+        wait_for(lambda: manager.state() == tango.DevState.STANDBY, 10, "STANDBY")
+
+    @staticmethod
+    def _answers(device: str) -> bool:
+        try:
+            tango.DeviceProxy(device).state()
+        except tango.DevFailed:
+            return False
+        return True
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        self.database.stop()
+        self.broker.kill()
+
+    def undelivered(self) -> int:
+        with sqlite3.connect(f"file:{self.outbox}?mode=ro", uri=True) as db:
+            return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # -- the figures ---------------------------------------------------------------
+
+    def ours(self, count: int, timings: Timings) -> tuple[float, float]:
+        """(end-to-end rate until the broker confirmed all, rate of the Tango calls alone)."""
+        proxy = tango.DeviceProxy(MANAGER)
+        start = time.perf_counter()
+        for i in range(count):
+            one_dataset(proxy, f"ours_{i:05d}", timings)
+        calls = time.perf_counter() - start
+        wait_for(lambda: self.undelivered() == 0, 120, "the outbox to empty")
+        return count / (time.perf_counter() - start), count / calls
+
+    def pyicat_plus(self, count: int) -> float:
+        from pyicat_plus.client.main import IcatClient
+
+        client = IcatClient(metadata_urls=[self.broker.url], metadata_queue=QUEUE_PYICAT)
+        metadata = {"Sample_name": SAMPLE, **PARAMETERS}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.store_dataset(BEAMLINE, PROPOSAL, "warmup", "/data/warmup", dict(metadata))
+            start = time.perf_counter()
+            for i in range(count):
+                now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+                client.store_dataset(
+                    beamline=BEAMLINE,
+                    proposal=PROPOSAL,
+                    dataset=f"pyicat_{i:05d}",
+                    path=f"/data/visitor/{PROPOSAL}/pyicat_{i:05d}",
+                    metadata={**metadata, "startDate": now, "endDate": now},
+                )
+            rate = count / (time.perf_counter() - start)
+        client.disconnect()
+        return rate
+
+    def latency(self, count: int) -> list[float]:
+        """EndDataset returned -> the message handed to a consumer, one dataset at a time."""
+        import stomp
+
+        arrivals: dict[str, float] = {}
+        seen = threading.Event()
+
+        class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+            def on_message(self, frame: stomp.utils.Frame) -> None:
+                match = NAME.search(frame.body)
+                if match is not None:
+                    arrivals[match.group(1)] = time.time()
+                seen.set()
+
+        consumer = stomp.Connection12([(self.broker.host, self.broker.port)])
+        consumer.set_listener("bench", Listener())
+        consumer.connect(wait=True)
+        consumer.subscribe(f"/queue/{QUEUE_OURS}", id="bench", ack="auto")
+        while seen.wait(1.0):  # let the backlog of (a) go by
+            seen.clear()
+        proxy = tango.DeviceProxy(MANAGER)
+        ended: dict[str, float] = {}
+        for i in range(count):
+            name = f"latency_{i:05d}"
+            ended[name] = one_dataset(proxy, name)
+            wait_for(partial(arrivals.__contains__, name), 30, f"{name} to arrive")
+        consumer.disconnect()
+        return [arrivals[name] - ended[name] for name in ended]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=int, default=1000)
+    parser.add_argument("--pyicat-datasets", type=int, default=300)
+    parser.add_argument("--latency-datasets", type=int, default=300)
+    parser.add_argument("--floor-server", metavar="INSTANCE")
+    args = parser.parse_args()
+    if args.floor_server:
+        run((FloorDevice,), args=["FloorDevice", args.floor_server])
+        return 0
+    workdir = Path(tempfile.mkdtemp(prefix="bench_delivery_"))
+    bench = Bench(workdir)
+    try:
+        bench.start()
+        manager, floor = tango.DeviceProxy(MANAGER), tango.DeviceProxy(FLOOR)
+        sequence_rate(floor, "warm", 100)
+        sequence_rate(manager, "warm", 100)
+        wait_for(lambda: bench.undelivered() == 0, 60, "the warm-up to be delivered")
+        load = os.getloadavg()[0]
+        floor_timings: Timings = {}
+        ours_timings: Timings = {}
+        floor_rate = sequence_rate(floor, "floor", args.datasets, floor_timings)
+        ours_rate, ours_calls = bench.ours(args.datasets, ours_timings)
+        floor_after = sequence_rate(floor, "floor2", args.datasets)
+        pyicat_rate = bench.pyicat_plus(args.pyicat_datasets)
+        latencies = bench.latency(args.latency_datasets)
+    finally:
+        bench.stop()
+    floor_best = max(floor_rate, floor_after)
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the start")
+    print(
+        f"dataset = 7 Tango calls (datasetName, StartDataset, SetParameters of "
+        f"{len(PARAMETERS)}, {FILES} x lastDataFile, EndDataset)"
+    )
+    print(
+        f"(a) ours, Tango -> outbox -> ActiveMQ receipt, {args.datasets} datasets: "
+        f"{ours_rate:7.1f} /s end to end (Tango calls alone {ours_calls:.1f} /s)"
+    )
+    print(
+        f"(b) pyicat-plus IcatClient.store_dataset, {args.pyicat_datasets} datasets: "
+        f"{pyicat_rate:7.1f} /s (no broker confirmation)"
+    )
+    print(f"    ours / pyicat-plus = {ours_rate / pyicat_rate:.1f}x (target >= 10x)")
+    print(
+        f"(c) floor: do-nothing device, same calls: {floor_rate:7.1f} /s "
+        f"(again after (a): {floor_after:.1f} /s)"
+    )
+    print(
+        f"    ours / floor = {ours_rate / floor_best:.2f} (target >= 0.7; "
+        f"Tango calls alone {ours_calls / floor_best:.2f})"
+    )
+    print("    median ms per call        ours   floor")
+    for what, times in ours_timings.items():
+        print(
+            f"    {what:<22} {statistics.median(times) * 1e3:7.2f} "
+            f"{statistics.median(floor_timings[what]) * 1e3:7.2f}"
+        )
+    print(
+        f"(d) EndDataset returned -> consumer got it, {len(latencies)} datasets one at a "
+        f"time: median {statistics.median(latencies) * 1e3:.1f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1e3:.1f} ms, "
+        f"max {max(latencies) * 1e3:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

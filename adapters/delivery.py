@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from adapters.icatplus import IcatPlusSender
-from adapters.outbox_store import OutboxStore
+from adapters.outbox_store import Journal, OutboxStore
 from adapters.stomp_sender import StompSender, parse_queue_urls
 from icatcore.outbox import Channel, Kind, OutboxMessage
 
@@ -179,9 +179,9 @@ class Delivery:
             if sender is not None:
                 sender.start()
 
-    def put(self, msg: OutboxMessage, *, forget: str | None = None) -> None:
+    def put(self, msg: OutboxMessage, *, journal: Journal | None = None) -> None:
         """Store durably (raises OutboxUnavailable if it cannot), then wake its sender."""
-        self.store.put(msg, forget=forget)
+        self.store.put(msg, journal=journal)
         if msg.channel is Channel.ICAT:
             if self.stomp_sender is not None:
                 self.stomp_sender.wake()

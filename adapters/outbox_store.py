@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -47,6 +47,22 @@ CREATE TABLE IF NOT EXISTS journal (
     value BLOB NOT NULL
 );
 """
+
+
+Journal = Mapping[str, bytes | None]
+"""Work in progress by key; None removes the key."""
+
+
+def _write_journal(conn: sqlite3.Connection, journal: Journal) -> None:
+    for key, value in journal.items():
+        if value is None:
+            conn.execute("DELETE FROM journal WHERE key = ?", (key,))
+        else:
+            conn.execute(
+                "INSERT INTO journal (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
 
 class OutboxUnavailable(RuntimeError):
@@ -120,17 +136,16 @@ class OutboxStore:
                         self._conn.execute("ROLLBACK")
                 raise OutboxUnavailable(_advice(self.path, error)) from error
 
-    def put(self, msg: OutboxMessage, *, forget: str | None = None) -> None:
+    def put(self, msg: OutboxMessage, *, journal: Journal | None = None) -> None:
         """Store a message; on return it survives a crash or power cut.
 
         Putting an id that is already waiting does nothing: a retried call does not
-        produce a second registration. `forget` names a journal entry that the message
-        replaces, removed in the same transaction (a running dataset that became a message).
+        produce a second registration. `journal` entries are written in the same transaction
+        (a running dataset that became this message is forgotten as the message is kept).
         """
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            if forget is not None:
-                conn.execute("DELETE FROM journal WHERE key = ?", (forget,))
+            _write_journal(conn, journal or {})
             conn.execute(
                 "INSERT OR IGNORE INTO outbox (id, channel, kind, created, header, body)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -154,20 +169,18 @@ class OutboxStore:
             ).fetchall()
         return [OutboxMessage.from_stored(bytes(h), bytes(b)) for h, b in rows]
 
-    def note(self, key: str, value: bytes) -> None:
+    def note(self, journal: Journal) -> None:
         """Keep work in progress (a running dataset) across a crash of the process.
 
         Written without fsync: it survives kill -9, as the operating system still holds it;
-        only the messages themselves are worth an fsync each.
+        only the messages themselves are worth an fsync each. A None value forgets the key.
         """
         with self._locked() as conn:
             conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                conn.execute(
-                    "INSERT INTO journal (key, value) VALUES (?, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
+                conn.execute("BEGIN IMMEDIATE")
+                _write_journal(conn, journal)
+                conn.execute("COMMIT")
             finally:
                 conn.execute("PRAGMA synchronous=FULL")
 
@@ -175,10 +188,6 @@ class OutboxStore:
         with self._locked() as conn:
             row = conn.execute("SELECT value FROM journal WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
-
-    def forget(self, key: str) -> None:
-        with self._locked() as conn:
-            conn.execute("DELETE FROM journal WHERE key = ?", (key,))
 
     def pending_after(
         self, channel: Channel, after_seq: int, limit: int = 100

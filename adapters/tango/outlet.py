@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from adapters.delivery import Delivery, DeliveryHealth, IcatPlusSettings, StompSettings
@@ -39,11 +40,13 @@ class Outlet:
         )
         self.delivery.start()
 
-    def put(self, message: OutboxMessage, *, forget: str | None = None) -> None:
-        self.delivery.put(message, forget=forget)
+    def put(
+        self, message: OutboxMessage, *, journal: Mapping[str, str | None] | None = None
+    ) -> None:
+        self.delivery.put(message, journal=_encoded(journal or {}))
 
-    def note(self, key: str, value: str) -> None:
-        self.delivery.store.note(key, value.encode())
+    def note(self, journal: Mapping[str, str | None]) -> None:
+        self.delivery.store.note(_encoded(journal))
 
     def recall(self, key: str) -> str | None:
         value = self.delivery.store.recall(key)
@@ -57,3 +60,7 @@ class Outlet:
 
     def close(self) -> None:
         self.delivery.close()
+
+
+def _encoded(journal: Mapping[str, str | None]) -> dict[str, bytes | None]:
+    return {key: None if value is None else value.encode() for key, value in journal.items()}

@@ -122,6 +122,10 @@ class OutboxStore:
             conn.close()
             raise OutboxUnavailable(_advice(self.path, error)) from error
         self._conn: sqlite3.Connection | None = conn
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = sqlite3.connect(
+            self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
@@ -134,6 +138,17 @@ class OutboxStore:
                 if self._conn.in_transaction:
                     with suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
+                raise OutboxUnavailable(_advice(self.path, error)) from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own for reads: WAL lets them run beside a commit's fsync."""
+        with self._read_lock:
+            if self._reader is None:
+                raise OutboxUnavailable(f"outbox {self.path} is closed")
+            try:
+                yield self._reader
+            except sqlite3.Error as error:
                 raise OutboxUnavailable(_advice(self.path, error)) from error
 
     def put(self, msg: OutboxMessage, *, journal: Journal | None = None) -> None:
@@ -162,7 +177,7 @@ class OutboxStore:
 
     def pending(self, channel: Channel, limit: int = 100) -> list[OutboxMessage]:
         """The oldest `limit` messages of a channel, in the order they were put."""
-        with self._locked() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 "SELECT header, body FROM outbox WHERE channel = ? ORDER BY seq LIMIT ?",
                 (channel.value, limit),
@@ -185,7 +200,7 @@ class OutboxStore:
                 conn.execute("PRAGMA synchronous=FULL")
 
     def recall(self, key: str) -> bytes | None:
-        with self._locked() as conn:
+        with self._reading() as conn:
             row = conn.execute("SELECT value FROM journal WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -196,7 +211,7 @@ class OutboxStore:
 
         A sender with messages in flight reads only what it has not sent yet.
         """
-        with self._locked() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 "SELECT seq, header, body FROM outbox WHERE channel = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
@@ -240,25 +255,25 @@ class OutboxStore:
         """How many messages wait for a confirmation."""
         sql = "SELECT COUNT(*) FROM outbox"
         where, args = self._filter(channel, kind)
-        with self._locked() as conn:
+        with self._reading() as conn:
             row = conn.execute(sql + where, args).fetchone()
         return int(row[0])
 
     def oldest_created(self, channel: Channel | None = None) -> float | None:
         """Creation time of the oldest waiting message, None when nothing waits."""
         where, args = self._filter(channel, None)
-        with self._locked() as conn:
+        with self._reading() as conn:
             row = conn.execute("SELECT MIN(created) FROM outbox" + where, args).fetchone()
         return None if row[0] is None else float(row[0])
 
     def set_aside_count(self) -> int:
-        with self._locked() as conn:
+        with self._reading() as conn:
             row = conn.execute("SELECT COUNT(*) FROM set_aside").fetchone()
         return int(row[0])
 
     def set_aside_messages(self) -> list[tuple[OutboxMessage, str]]:
         """Refused messages with their refusal, oldest first."""
-        with self._locked() as conn:
+        with self._reading() as conn:
             rows = conn.execute("SELECT header, body, error FROM set_aside ORDER BY seq").fetchall()
         return [(OutboxMessage.from_stored(bytes(h), bytes(b)), str(e)) for h, b, e in rows]
 
@@ -267,6 +282,10 @@ class OutboxStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     @staticmethod
     def _filter(channel: Channel | None, kind: Kind | None) -> tuple[str, tuple[str, ...]]:

@@ -154,6 +154,8 @@ def test_outbox_made_read_only_after_opening_raises_on_put(tmp_path: Path) -> No
     ro._conn = sqlite3.connect(
         f"file:{ro.db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
     )
+    ro._read_lock = threading.Lock()
+    ro._reader = ro._conn
     with pytest.raises(OutboxUnavailable) as raised:
         ro.put(icat_message())
     assert str(tmp_path) in str(raised.value)

@@ -361,8 +361,6 @@ class MetadataManager(Device):  # type: ignore[misc]
                 common.log.warning("could not write %s: %s", path, error)
                 self.metadata_file = ""
 
-        self.copies_written = 0
-
         self.housekeeper.submit(write)
 
     def store(self, message: Any, journal: Mapping[str, str | None] | None = None) -> None:

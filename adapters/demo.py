@@ -21,6 +21,7 @@ import tango
 from adapters import registration
 from adapters.activemq import ActiveMQ, port_accepts
 from adapters.embedded_db import EmbeddedDatabase, default_state_dir
+from adapters.processes import start_server
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "id00.yml"
 BROKER_PORT = 61613
@@ -29,21 +30,9 @@ META = "id00/metaexp/test"
 MANAGER = "id00/metadata/test"
 
 
-def start_server(executable: str, device: str, log: Path) -> subprocess.Popen[bytes]:
+def start(executable: str, device: str, log: Path) -> subprocess.Popen[bytes]:
     command = shutil.which(executable) or str(Path(sys.executable).parent / executable)
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [command, "icatservers"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            tango.DeviceProxy(device).state()
-            return process
-        except tango.DevFailed:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{executable} did not start: see {log}") from None
-            time.sleep(0.2)
+    return start_server([command, "icatservers"], [device], log)
 
 
 def show(manager: tango.DeviceProxy, call: str) -> None:
@@ -106,8 +95,8 @@ def run(state_dir: Path | None = None) -> int:
     else:
         print(f"ActiveMQ: something already listens on {BROKER_PORT}; using it")
     processes = [
-        start_server("MetaExperiment", META, state / "MetaExperiment.log"),
-        start_server("MetadataManager", MANAGER, state / "MetadataManager.log"),
+        start("MetaExperiment", META, state / "MetaExperiment.log"),
+        start("MetadataManager", MANAGER, state / "MetadataManager.log"),
     ]
     try:
         meta, manager = tango.DeviceProxy(META), tango.DeviceProxy(MANAGER)

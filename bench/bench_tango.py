@@ -45,6 +45,7 @@ import tango
 from tango.server import Device, attribute, command, run
 
 from adapters.embedded_db import EmbeddedDatabase
+from adapters.processes import start_server
 
 META = "id00/metaexp/bench"
 MANAGER = "id00/metadata/bench"
@@ -144,29 +145,7 @@ class Process:
         return self.popen.pid
 
     def start(self, timeout: float = 90.0) -> None:
-        with self.log.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.argv,
-                env={**os.environ, **self.environment},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        for device in self.devices:
-            while True:
-                if self.popen.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: see {self.log}")
-                try:
-                    proxy = tango.DeviceProxy(device)
-                    proxy.ping()
-                    proxy.state()
-                    break
-                except tango.DevFailed:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{device} did not answer: see {self.log}") from None
-                    time.sleep(0.2)
+        self.popen = start_server(self.argv, self.devices, self.log, self.environment, timeout)
 
     def stop(self) -> None:
         if self.popen is None or self.popen.poll() is not None:

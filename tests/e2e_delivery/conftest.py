@@ -9,12 +9,10 @@ test folder registers can change them. Every process is started here and killed 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,43 +20,11 @@ import pytest
 import tango
 
 from tests.services.icat_mocks import INGEST_QUEUE, IcatIngesterMock, IcatPlusMock
-from tests.services.servers import BIN, Server, register
+from tests.services.servers import Server, register
 
 BEAMLINE = "id01"
 TECHNIQUE = ("Sample_description", "InstrumentSlitPrimary_horizontal_gap")
 PATTERN = "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{datasetName}"
-
-
-@dataclass
-class VerboseServer(Server):
-    """A `Server` started with extra command-line options (here Tango's `-v4`)."""
-
-    options: Sequence[str] = field(default_factory=tuple)
-
-    def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, **self.environment, "TANGO_HOST": self.tango_host}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(BIN / self.executable), self.instance, *self.options],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        for device in self.devices:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.executable} exited: see {self.log}")
-                try:
-                    proxy = tango.DeviceProxy(device)
-                    proxy.ping()
-                    proxy.state()
-                    break
-                except tango.DevFailed:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{device} did not answer: see {self.log}") from None
-                    time.sleep(0.1)
 
 
 @dataclass
@@ -145,7 +111,7 @@ def start_beamline(
         tag,
         meta_name,
         manager_name,
-        VerboseServer(
+        Server(
             "MetaExperiment",
             tag,
             tango_host,
@@ -154,7 +120,7 @@ def start_beamline(
             environment,
             options=options,
         ),
-        VerboseServer(
+        Server(
             "MetadataManager",
             tag,
             tango_host,

@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import tango
+
+from adapters.processes import start_server
 
 BIN = Path(sys.executable).parent
 
@@ -28,31 +29,17 @@ class Server:
     devices: Sequence[str]
     environment: Mapping[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    options: Sequence[str] = ()
+    """Extra command-line options, e.g. Tango's `-v4`."""
 
     def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, **self.environment, "TANGO_HOST": self.tango_host}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(BIN / self.executable), self.instance],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        for device in self.devices:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.executable} exited: see {self.log}")
-                try:
-                    proxy = tango.DeviceProxy(device)
-                    proxy.ping()
-                    proxy.state()
-                    break
-                except tango.DevFailed:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{device} did not answer: see {self.log}") from None
-                    time.sleep(0.1)
+        self.process = start_server(
+            [str(BIN / self.executable), self.instance, *self.options],
+            self.devices,
+            self.log,
+            {**self.environment, "TANGO_HOST": self.tango_host},
+            timeout,
+        )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -38,6 +38,7 @@ STATES = {
 }
 FOLLOWED = ("proposal", "sampleName", "datasetName", "scanName", "dataFolder")
 HEALTH_PERIOD_S = 1.0
+QUICK_REFRESH_S = 0.1
 KEPT_COPIES = 1000
 PRUNE_EVERY = 100
 RUNNING = "running dataset"
@@ -61,6 +62,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.copies_written = 0
         self.shown: tuple[object, ...] = ()
         self.stopping = threading.Event()
+        self.stored = threading.Event()
         self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
         self.delivery_line = ""
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
@@ -370,6 +372,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         try:
             self.outlet.put(message, journal=journal or {})
             self.kept.update(journal or {})
+            self.stored.set()
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"
             common.fail("ICAT_Outbox", f"{self.storage_problem}. Nothing was accepted.", "store")
@@ -425,9 +428,17 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.shown = shown
 
     def watch_health(self) -> None:
-        """Outbox and broker change without a call: refresh Status and push the counts."""
+        """Outbox and broker change without a call: refresh Status and push the counts.
+
+        Every second, and a tenth of a second after a message was stored, so that Status
+        soon tells of it without a call paying for the outbox queries.
+        """
         seen: tuple[object, ...] = ()
-        while not self.stopping.wait(HEALTH_PERIOD_S):
+        while not self.stopping.is_set():
+            self.stored.wait(HEALTH_PERIOD_S)
+            self.stored.clear()
+            if self.stopping.wait(QUICK_REFRESH_S):
+                return
             health = self.health()
             now = (health.undelivered, health.last_error or "")
             try:

@@ -97,6 +97,8 @@ class Delivery:
 class MetaExperimentConfig:
     beamline: str
     delivery: Delivery
+    outbox_directory: str = ""
+    """`outboxDirectory`: where the outbox lives; "" for the state directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ class MetadataManagerConfig:
     data_folder_pattern: str
     parameters: tuple[str, ...]
     delivery: Delivery
+    outbox_directory: str = ""
 
 
 def _values(properties: Properties, name: str) -> list[str]:
@@ -178,7 +181,11 @@ def delivery(properties: Properties, *, icatplus: bool) -> Delivery:
 
 
 def meta_experiment(properties: Properties) -> MetaExperimentConfig:
-    return MetaExperimentConfig(beamline(properties), delivery(properties, icatplus=False))
+    return MetaExperimentConfig(
+        beamline(properties),
+        delivery(properties, icatplus=False),
+        _single(properties, "outboxDirectory"),
+    )
 
 
 def metadata_manager(properties: Properties) -> MetadataManagerConfig:
@@ -207,4 +214,5 @@ def metadata_manager(properties: Properties) -> MetadataManagerConfig:
         ),
         parameters=tuple(dict.fromkeys(names)),
         delivery=delivery(properties, icatplus=True),
+        outbox_directory=_single(properties, "outboxDirectory"),
     )

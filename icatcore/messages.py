@@ -247,6 +247,12 @@ def _model_rendering(parameters: Mapping[str, Any]) -> dict[str, str]:
     accepted: _Accepted = {}
     refused: list[tuple[str, Any]] = []
     unknown: list[tuple[str, Any]] = []
+    for name in _TECHNIQUE_NAMES[:2]:
+        given = parameters.get(name)
+        if isinstance(given, list | tuple) and not all(isinstance(i, str) for i in given):
+            # the definitions' validator lower-cases each item: pyicat-plus's whole model
+            # fails on a number in the list, and it then sends every value as given
+            raise _ModelRefused(name)
     for name, value in parameters.items():
         spec = specs.get(name)
         if spec is None:

@@ -6,7 +6,6 @@ real Tango devices and compare every step with it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -142,7 +141,3 @@ class PureSession:
             data_folder=chart.data_folder(),
             files=tuple(chart.files),
         )
-
-
-def parameters_json(values: dict[str, object]) -> str:
-    return json.dumps(values)

@@ -7,7 +7,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,10 +55,10 @@ def properties(device: tango.server.Device) -> dict[str, list[str]]:
     return merged
 
 
-def state_directory(configured: Sequence[str], device_name: str) -> Path:
+def state_directory(configured: str, device_name: str) -> Path:
     """Where this device keeps its outbox: property, then environment, then the user's state."""
     if configured:
-        root = Path(configured[0])
+        root = Path(configured)
     elif os.environ.get(STATE_ENVIRONMENT):
         root = Path(os.environ[STATE_ENVIRONMENT])
     else:
@@ -92,14 +92,3 @@ def text_argument(value: Any, what: str) -> str:
         except UnicodeDecodeError:
             raise InvalidInput(f"{what} is not UTF-8 text: send UTF-8") from None
     return str(value)
-
-
-def retrying(call: Callable[[], T], attempts: int = 3, pause: float = 0.05) -> T:
-    for attempt in range(attempts):
-        try:
-            return call()
-        except tango.DevFailed:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(pause)
-    raise AssertionError("unreachable")

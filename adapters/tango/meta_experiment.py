@@ -6,7 +6,7 @@ import sys
 
 import tango
 from tango import AttrWriteType, DevState
-from tango.server import Device, attribute, command, device_property, run
+from tango.server import Device, attribute, command, run
 
 from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
@@ -24,8 +24,6 @@ MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"
 
 class MetaExperiment(Device):  # type: ignore[misc]
     """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
-
-    outboxDirectory = device_property(dtype=(str,), default_value=[])
 
     def init_device(self) -> None:
         super().init_device()
@@ -55,7 +53,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
             self.outlet.close()
             self.outlet = None
         if self.outlet is None:
-            directory = common.state_directory(self.outboxDirectory, self.get_name())
+            directory = common.state_directory(settings.outbox_directory, self.get_name())
             try:
                 self.outlet = Outlet(directory, settings.delivery)
             except OutboxUnavailable as error:

@@ -14,7 +14,7 @@ from typing import Any
 
 import tango
 from tango import AttrWriteType, DevState
-from tango.server import Device, attribute, command, device_property, run
+from tango.server import Device, attribute, command, run
 
 from adapters.delivery import DeliveryHealth
 from adapters.outbox_store import OutboxUnavailable
@@ -48,8 +48,6 @@ NAME = "datasetName"
 
 class MetadataManager(Device):  # type: ignore[misc]
     """Holds the dataset; registers it with ICAT when it ends, and never loses it."""
-
-    outboxDirectory = device_property(dtype=(str,), default_value=[])
 
     def init_device(self) -> None:
         super().init_device()
@@ -97,7 +95,7 @@ class MetadataManager(Device):  # type: ignore[misc]
             settings.beamline, settings.meta_experiment, settings.data_folder_pattern
         )
         self.add_parameter_attributes(settings.parameters)
-        directory = common.state_directory(self.outboxDirectory, self.get_name())
+        directory = common.state_directory(settings.outbox_directory, self.get_name())
         self.copies = directory / "metadata"
         if self.outlet is not None and self.outlet.settings != settings.delivery:
             self.outlet.close()

@@ -261,6 +261,30 @@ def test_investigation_document_is_pyicat_plus_document(record: InvestigationRec
     assert tree(investigation_xml(record)) == tree(reference)
 
 
+@pytest.mark.parametrize(
+    "technique",
+    [{"definition": [0.0]}, {"definition": [1]}, {"definition": [True]}, {"technique_pid": [0.5]}],
+)
+def test_a_technique_list_with_numbers_is_sent_as_given_like_pyicat_plus(
+    technique: dict[str, Any],
+) -> None:
+    """Found by the property test: pyicat-plus's whole model fails on such a list."""
+    moment = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    record = DatasetRecord(
+        proposal="0",
+        beamline="0",
+        name="0",
+        location="/data/visitor/0",
+        sample="0",
+        start=moment,
+        end=moment,
+        complete=False,
+        parameters=technique,
+    )
+    ours = dataset_xml(record, machine=MACHINE, software=SOFTWARE)
+    assert parameter_rows(ours) == parameter_rows(reference_dataset_xml(record))
+
+
 def test_typical_dataset_is_byte_identical() -> None:
     """Without datafiles or line breaks the two documents are the same bytes."""
     start = datetime.datetime(2024, 5, 6, 7, 8, 9, 120000, tzinfo=datetime.UTC)

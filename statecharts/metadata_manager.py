@@ -247,6 +247,10 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
     def status(self) -> str:
         return describe(self)
 
+    def keeps_journal(self) -> bool:
+        """In FAULT nothing new is written down: Reset, once the cause is fixed, does it."""
+        return not self.fault.is_active
+
     def journal(self) -> str | None:
         """The running dataset as text, for a restart to resume it; None when none runs."""
         if self.started_at is None:

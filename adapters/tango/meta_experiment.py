@@ -19,6 +19,7 @@ from icatcore.records import Experiment
 from statecharts.effects import AnnounceInvestigation, Effect, PublishExperiment
 from statecharts.meta_experiment import MetaExperimentChart, Settings
 
+STATES = {"on": DevState.ON, "fault": DevState.FAULT}
 MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"}
 
 
@@ -131,7 +132,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
                 )
 
     def publish_state(self) -> None:
-        state = DevState.FAULT if self.chart.current_state_value == "fault" else DevState.ON
+        state = STATES[self.chart.current_state_value]
         status = self.chart.status()
         if self.outlet is not None:
             status = f"{status}\n{self.outlet.status_line()}"

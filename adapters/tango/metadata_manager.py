@@ -316,9 +316,9 @@ class MetadataManager(Device):  # type: ignore[misc]
         with common.client_errors(f"MetadataManager.{event}"):
             try:
                 self.run(self.chart.handle(event, **arguments))
+                self.keep()
             finally:
                 self.publish()
-                self.keep()
 
     def run(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -462,7 +462,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         MetaExperiment is found: a remembered name is not applied yet. If the outbox cannot
         keep it, the call fails with ICAT_Outbox and the device goes to FAULT.
         """
-        if self.chart.current_state_value == "fault" or self.outlet is None:
+        if self.outlet is None or not self.chart.keeps_journal():
             return
         now = {
             RUNNING: self.chart.journal(),

@@ -437,7 +437,11 @@ class MetadataManager(Device):  # type: ignore[misc]
             self.stored.clear()
             if self.stopping.wait(QUICK_REFRESH_S):
                 return
-            health = self.health()
+            try:
+                health = self.health()
+            except OutboxUnavailable as error:  # closed by a shutdown, or the disk: next time
+                common.log.warning("health refresh skipped: %s", error)
+                continue
             now = (health.undelivered, health.last_error or "")
             try:
                 with tango.AutoTangoMonitor(self):

@@ -85,16 +85,7 @@ def notification_message(
     body["content"] = [{"format": "plainText", "text": text}]
     body.update(_sender(machine, software))
     body["creationDate"] = creation_date(created, timezone)
-    return OutboxMessage(
-        id=id,
-        channel=Channel.ICATPLUS,
-        kind=Kind.NOTIFICATION,
-        destination=NOTIFICATION_PATH,
-        body=_json(body),
-        content_type=CONTENT_TYPE,
-        created=created,
-        query=_routing(beamline, proposal),
-    )
+    return _message(id, created, Kind.NOTIFICATION, body, beamline, proposal)
 
 
 def image_message(
@@ -121,11 +112,17 @@ def image_message(
     tag = _tags(tags)
     if tag:
         body["tag"] = tag
+    return _message(id, created, Kind.IMAGE, body, beamline, proposal)
+
+
+def _message(
+    id: str, created: float, kind: Kind, body: dict[str, Any], beamline: str, proposal: str | None
+) -> OutboxMessage:
     return OutboxMessage(
         id=id,
         channel=Channel.ICATPLUS,
-        kind=Kind.IMAGE,
-        destination=IMAGE_PATH,
+        kind=kind,
+        destination=NOTIFICATION_PATH if kind is Kind.NOTIFICATION else IMAGE_PATH,
         body=_json(body),
         content_type=CONTENT_TYPE,
         created=created,

@@ -41,11 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tango
-from tango.server import Device, attribute, command, run
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from adapters.embedded_db import EmbeddedDatabase
-from adapters.processes import start_server
+import tango  # noqa: E402
+from tango.server import Device, attribute, command, run  # noqa: E402
+
+from adapters.embedded_db import EmbeddedDatabase  # noqa: E402
+from adapters.processes import start_server  # noqa: E402
+from tests.services import servers  # noqa: E402
 
 META = "id00/metaexp/bench"
 MANAGER = "id00/metadata/bench"
@@ -167,14 +172,8 @@ class Process:
 def register(
     server: str, device_class: str, devices: Mapping[str, Mapping[str, Sequence[str]]]
 ) -> None:
-    """Devices and their properties in the database of TANGO_HOST (as tests/services do)."""
-    database = tango.Database()
-    for name, properties in devices.items():
-        info = tango.DbDevInfo()
-        info.name, info._class, info.server = name, device_class, server
-        database.add_device(info)
-        if properties:
-            database.put_device_property(name, {k: list(v) for k, v in properties.items()})
+    """Devices and their properties in the database of TANGO_HOST, as the tests put them."""
+    servers.register(os.environ["TANGO_HOST"], server, device_class, devices)
 
 
 def manager_properties() -> dict[str, list[str]]:

@@ -6,8 +6,9 @@ import importlib
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
-from statemachine.contrib.diagram import DotGraphMachine, MermaidGraphMachine
+from statemachine.contrib.diagram import DotGraphMachine
 
 CHARTS = {
     "metadata_manager": "statecharts.metadata_manager:MetadataManagerChart",
@@ -17,14 +18,39 @@ CHARTS = {
 FOLDER = Path(__file__).resolve().parent.parent / "diagrams"
 
 
-def chart_class(name: str) -> type:
+def chart_class(name: str) -> Any:
+    """The chart's class: its states and transitions are class attributes."""
     module, _, attribute = CHARTS[name].partition(":")
-    chart: type = getattr(importlib.import_module(module), attribute)
-    return chart
+    return getattr(importlib.import_module(module), attribute)
 
 
 def mermaid(name: str) -> str:
-    return str(MermaidGraphMachine(chart_class(name))()).rstrip() + "\n"
+    """The chart as a Mermaid state diagram (python-statemachine 2 draws only Graphviz).
+
+    A transition to another state is an arrow labelled with its event and guards; an
+    internal transition that runs an action is a line inside its state.
+    """
+    chart = chart_class(name)
+    lines = ["stateDiagram-v2", "    direction LR"]
+    arrows = [f"    [*] --> {chart.initial_state.id}"]
+    for state in chart.states:
+        lines.append(f'    state "{state.name}" as {state.id}')
+        for transition in state.transitions:
+            guards = ", ".join(str(cond) for cond in transition.cond)
+            label = transition.event + (f" [{guards}]" if guards else "")
+            if transition.internal:
+                actions = [
+                    str(spec)
+                    for spec in (*transition.before, *transition.on)
+                    if not spec.is_convention
+                ]
+                if callable(getattr(chart, f"on_{transition.event}", None)):
+                    actions.append(f"on_{transition.event}")
+                if actions:
+                    lines.append(f"    {state.id} : {label} / {', '.join(actions)}")
+            else:
+                arrows.append(f"    {state.id} --> {transition.target.id} : {label}")
+    return "\n".join([*lines, *arrows]) + "\n"
 
 
 def svg(name: str) -> bytes:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from statemachine import State, StateChart
+from statemachine import State, StateMachine
 
 from icatcore import definitions
 from icatcore.records import (
@@ -23,10 +23,7 @@ class Settings:
     beamline: str
 
 
-class MetaExperimentChart(StateChart):  # type: ignore[misc]
-    allow_event_without_transition = False
-    catch_errors_as_events = False
-
+class MetaExperimentChart(StateMachine):  # type: ignore[misc]
     on = State("ON", initial=True)
     fault = State("FAULT")
 
@@ -116,7 +113,7 @@ class MetaExperimentChart(StateChart):  # type: ignore[misc]
 
     @property
     def state_name(self) -> str:
-        return str(next(iter(self.configuration)).name)
+        return str(self.current_state.name)
 
     def handle(self, event: str, /, **arguments: Any) -> list[Effect]:
         try:

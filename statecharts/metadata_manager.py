@@ -1,7 +1,7 @@
 """The MetadataManager: one technique's datasets, following one MetaExperiment.
 
 The state follows the facts (SPEC, "MetadataManager / States"): the facts change by
-events, and eventless transitions move the state to where the facts say it is.
+events, and after each one `follow_facts` moves the state to where the facts say it is.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from statemachine import State, StateChart
+from statemachine import State, StateMachine
 
 from icatcore import definitions
 from icatcore.errors import InvalidInput
@@ -30,21 +30,26 @@ class Settings:
     data_folder_pattern: str = DEFAULT_PATTERN
 
 
-class MetadataManagerChart(StateChart):  # type: ignore[misc]
-    allow_event_without_transition = False
-    catch_errors_as_events = False
-
+class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     off = State("OFF", initial=True)
     standby = State("STANDBY")
     on = State("ON")
     running = State("RUNNING")
     fault = State("FAULT")
 
-    # The state follows the facts.
-    off.to(standby, cond="experiment_open")
-    standby.to(off, unless="experiment_open")
-    standby.to(on, cond="dataset_named")
-    on.to(standby, unless="dataset_named")
+    follow_facts = (
+        off.to(on, cond="dataset_named")
+        | off.to(standby, cond="experiment_open")
+        | off.to.itself(internal=True)
+        | standby.to(on, cond="dataset_named")
+        | standby.to(off, unless="experiment_open")
+        | standby.to.itself(internal=True)
+        | on.to(off, unless="experiment_open")
+        | on.to(standby, unless="dataset_named")
+        | on.to.itself(internal=True)
+        | running.to.itself(internal=True)
+        | fault.to.itself(internal=True)
+    )
 
     experiment_changed = (
         running.to(standby, cond="experiment_differs", before="end_for_new_experiment")
@@ -230,7 +235,7 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
 
     @property
     def state_name(self) -> str:
-        return str(next(iter(self.configuration)).name)
+        return str(self.current_state.name)
 
     def data_folder(self) -> str:
         if self.current_state_value == "off" and not self.dataset_started():
@@ -287,6 +292,7 @@ class MetadataManagerChart(StateChart):  # type: ignore[misc]
             self.send(event, **arguments)
         except self.TransitionNotAllowed:
             raise Refused(why_not(self, event)) from None
+        self.send("follow_facts")
         return self.take_effects()
 
     def remember(self, dataset_name: str) -> None:

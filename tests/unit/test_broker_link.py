@@ -95,7 +95,9 @@ def test_stop_is_final_from_any_state() -> None:
             link.send(step)
         link.stop()
         assert link.stopped.is_active
-        assert link.is_terminated
+        assert link.current_state.final
+        with pytest.raises(TransitionNotAllowed):
+            link.send("connect")
 
 
 def test_no_address_is_a_configuration_error() -> None:

@@ -68,8 +68,8 @@ RENAMED_NAMES = sorted(name for name, spec in SPECS.items() if spec.renamed_to)
 # (and lets "\r" become "\n"), we keep them as character references.
 xml_text = st.text(
     alphabet=st.characters(
-        blacklist_categories=("Cs",),
-        blacklist_characters="\r\n\ufffe\uffff",
+        exclude_categories=["Cs"],
+        exclude_characters="\r\n\ufffe\uffff",
         min_codepoint=0x09,
     ).filter(lambda c: c == "\t" or ord(c) >= 0x20),
     max_size=30,
@@ -152,7 +152,7 @@ def parameters(draw: st.DrawFn) -> dict[str, Any]:
 
 names = xml_text.filter(bool)
 path_parts = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\ufffe\uffff"),
+    alphabet=st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="/\ufffe\uffff"),
     min_size=1,
     max_size=12,
 )

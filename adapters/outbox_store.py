@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -46,23 +46,36 @@ CREATE TABLE IF NOT EXISTS journal (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal_items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_items_by_key ON journal_items (key, seq);
 """
 
 
 Journal = Mapping[str, bytes | None]
-"""Work in progress by key; None removes the key."""
+"""Work in progress by key; None removes the key and the items appended to it."""
+Appended = Mapping[str, Sequence[bytes]]
+"""Items added to a key's list (a running dataset's files): each is written once."""
 
 
-def _write_journal(conn: sqlite3.Connection, journal: Journal) -> None:
+def _write_journal(conn: sqlite3.Connection, journal: Journal, appended: Appended) -> None:
     for key, value in journal.items():
         if value is None:
             conn.execute("DELETE FROM journal WHERE key = ?", (key,))
+            conn.execute("DELETE FROM journal_items WHERE key = ?", (key,))
         else:
             conn.execute(
                 "INSERT INTO journal (key, value) VALUES (?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+    for key, items in appended.items():
+        conn.executemany(
+            "INSERT INTO journal_items (key, value) VALUES (?, ?)", ((key, v) for v in items)
+        )
 
 
 class OutboxUnavailable(RuntimeError):
@@ -121,23 +134,39 @@ class OutboxStore:
         except sqlite3.Error as error:
             conn.close()
             raise OutboxUnavailable(_advice(self.path, error)) from error
+        try:
+            unsynced = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            unsynced.execute("PRAGMA synchronous=NORMAL")
+            reader = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as error:
+            conn.close()
+            raise OutboxUnavailable(_advice(self.path, error)) from error
         self._conn: sqlite3.Connection | None = conn
+        self._unsynced: sqlite3.Connection | None = unsynced
         self._read_lock = threading.Lock()
-        self._reader: sqlite3.Connection | None = sqlite3.connect(
-            self.db_path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
+        self._reader: sqlite3.Connection | None = reader
 
     @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """The writer connection: with an fsync per commit, or without (`synced=False`).
+
+        WAL writers take turns anyway; the lock keeps them from waiting on SQLite's busy
+        timeout instead. An unsynced commit is made durable by the next synced one.
+        """
         with self._lock:
-            if self._conn is None:
+            conn = self._conn if synced else self._unsynced
+            if conn is None:
                 raise OutboxUnavailable(f"outbox {self.path} is closed")
             try:
-                yield self._conn
+                yield conn
             except sqlite3.Error as error:
-                if self._conn.in_transaction:
+                if conn.in_transaction:
                     with suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
+                        conn.execute("ROLLBACK")
                 raise OutboxUnavailable(_advice(self.path, error)) from error
 
     @contextmanager
@@ -160,7 +189,7 @@ class OutboxStore:
         """
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            _write_journal(conn, journal or {})
+            _write_journal(conn, journal or {}, {})
             conn.execute(
                 "INSERT OR IGNORE INTO outbox (id, channel, kind, created, header, body)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -184,25 +213,34 @@ class OutboxStore:
             ).fetchall()
         return [OutboxMessage.from_stored(bytes(h), bytes(b)) for h, b in rows]
 
-    def note(self, journal: Journal) -> None:
+    def note(self, journal: Journal, appended: Appended | None = None) -> None:
         """Keep work in progress (a running dataset) across a crash of the process.
 
         Written without fsync: it survives kill -9, as the operating system still holds it;
         only the messages themselves are worth an fsync each. A None value forgets the key.
         """
-        with self._locked() as conn:
-            conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                _write_journal(conn, journal)
-                conn.execute("COMMIT")
-            finally:
-                conn.execute("PRAGMA synchronous=FULL")
+        appended = {key: items for key, items in (appended or {}).items() if items}
+        with self._locked(synced=False) as conn:
+            statements = sum(1 if v is not None else 2 for v in journal.values())
+            if statements + sum(len(items) for items in appended.values()) == 1:
+                _write_journal(conn, journal, appended)
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            _write_journal(conn, journal, appended)
+            conn.execute("COMMIT")
 
     def recall(self, key: str) -> bytes | None:
         with self._reading() as conn:
             row = conn.execute("SELECT value FROM journal WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def recall_items(self, key: str) -> list[bytes]:
+        """The items appended to `key` since it was last removed, in order."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT value FROM journal_items WHERE key = ? ORDER BY seq", (key,)
+            ).fetchall()
+        return [bytes(row[0]) for row in rows]
 
     def pending_after(
         self, channel: Channel, after_seq: int, limit: int = 100
@@ -232,14 +270,10 @@ class OutboxStore:
         ids = [(i,) for i in message_ids]
         if not ids:
             return
-        with self._locked() as conn:
-            conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("DELETE FROM outbox WHERE id = ?", ids)
-                conn.execute("COMMIT")
-            finally:
-                conn.execute("PRAGMA synchronous=FULL")
+        with self._locked(synced=False) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM outbox WHERE id = ?", ids)
+            conn.execute("COMMIT")
 
     def set_aside(self, message_id: str, error: str, now: float | None = None) -> None:
         """Move a message its receiver refused for good out of the delivery order.
@@ -287,9 +321,10 @@ class OutboxStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._unsynced):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._unsynced = None
         with self._read_lock:
             if self._reader is not None:
                 self._reader.close()

@@ -7,7 +7,7 @@ events, and after each one `follow_facts` moves the state to where the facts say
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -257,7 +257,11 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         return not self.fault.is_active
 
     def journal(self) -> str | None:
-        """The running dataset as text, for a restart to resume it; None when none runs."""
+        """The running dataset but its files, as text, for a restart to resume it.
+
+        None when no dataset runs. The files are kept one by one beside it (a dataset can
+        have thousands; rewriting them all at each file would cost more at each file).
+        """
         if self.started_at is None:
             return None
         return json.dumps(
@@ -269,18 +273,17 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
                 "start": self.started_at.isoformat(),
                 "location": self.location,
                 "parameters": self.parameters,
-                "files": self.files,
             }
         )
 
-    def on_resume_dataset(self, journal: str) -> None:
+    def on_resume_dataset(self, journal: str, files: Sequence[str] = ()) -> None:
         entry = json.loads(journal)
         self.experiment = Experiment(entry["proposal"], entry["sample"], entry["dataRoot"])
         self.dataset_name = entry["datasetName"]
         self.started_at = datetime.fromisoformat(entry["start"])
         self.location = entry["location"]
         self.parameters = dict(entry["parameters"])
-        self.files = list(entry["files"])
+        self.files = [*entry.get("files", ()), *files]
 
     def take_effects(self) -> list[Effect]:
         effects, self.effects = self.effects, []

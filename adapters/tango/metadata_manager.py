@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import tango
-from tango import AttrWriteType, DevState
+from tango import AttrWriteType, DevState, EventType
 from tango.server import Device, attribute, command, run
 
 from adapters.delivery import DeliveryHealth
@@ -59,6 +59,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.metadata_file = ""
         self.copies_written = 0
         self.shown: tuple[object, ...] = ()
+        self.kept_files = 0
         self.stopping = threading.Event()
         self.stored = threading.Event()
         self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
@@ -73,7 +74,9 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.chart.remember(self.kept[NAME] or "")
         running = self.kept[RUNNING]
         if running is not None:
-            self.chart.handle("resume_dataset", journal=running)
+            files: list[str] = self.outlet.recall_items(RUNNING) if self.outlet else []
+            self.chart.handle("resume_dataset", journal=running, files=files)
+            self.kept_files = len(files)
         if problem:
             self.chart.handle("fail", problem=problem)
         self.publish()
@@ -370,6 +373,8 @@ class MetadataManager(Device):  # type: ignore[misc]
         try:
             self.outlet.put(message, journal=journal or {})
             self.kept.update(journal or {})
+            if self.kept[RUNNING] is None:
+                self.kept_files = 0
             self.stored.set()
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"
@@ -421,7 +426,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         for name, value, before in zip(
             ("State", "Status", *FOLLOWED), shown, self.shown or (None,) * len(shown), strict=True
         ):
-            if value != before:
+            if value != before and self.is_there_subscriber(name, EventType.CHANGE_EVENT):
                 self.push_change_event(name, value)
         self.shown = shown
 
@@ -468,21 +473,24 @@ class MetadataManager(Device):  # type: ignore[misc]
         """
         if self.outlet is None or not self.chart.keeps_journal():
             return
+        running = self.chart.journal()
         now = {
-            RUNNING: self.chart.journal(),
+            RUNNING: running,
             NAME: self.chart.dataset_name if self.chart.linked else self.kept[NAME],
         }
         changed = {key: value for key, value in now.items() if value != self.kept[key]}
-        if not changed:
+        files = self.chart.files[self.kept_files :] if running is not None else []
+        if not changed and not files:
             return
         try:
-            self.outlet.note(changed)
+            self.outlet.note(changed, {RUNNING: files})
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep the running dataset: {error}"
             self.chart.handle("storage_failed", problem=self.storage_problem)
             self.publish()
             common.fail("ICAT_Outbox", f"{self.storage_problem}. Then call Reset.", "keep")
         self.kept.update(changed)
+        self.kept_files = len(self.chart.files) if running is not None else 0
 
 
 def main(args: list[str] | None = None) -> int:

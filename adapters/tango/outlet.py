@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from adapters.delivery import Delivery, DeliveryHealth, IcatPlusSettings, StompSettings
@@ -45,12 +45,22 @@ class Outlet:
     ) -> None:
         self.delivery.put(message, journal=_encoded(journal or {}))
 
-    def note(self, journal: Mapping[str, str | None]) -> None:
-        self.delivery.store.note(_encoded(journal))
+    def note(
+        self,
+        journal: Mapping[str, str | None],
+        appended: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.delivery.store.note(
+            _encoded(journal),
+            {key: [item.encode() for item in items] for key, items in (appended or {}).items()},
+        )
 
     def recall(self, key: str) -> str | None:
         value = self.delivery.store.recall(key)
         return None if value is None else value.decode()
+
+    def recall_items(self, key: str) -> list[str]:
+        return [item.decode() for item in self.delivery.store.recall_items(key)]
 
     def health(self) -> DeliveryHealth:
         return self.delivery.health()

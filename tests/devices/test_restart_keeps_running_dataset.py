@@ -23,6 +23,8 @@ def test_a_running_dataset_survives_a_crash_of_its_server(beamline: Beamline) ->
     manager.StartDataset()
     manager.SetParameters(json.dumps({"Sample_description": "before the crash"}))
     manager.lastDataFile = "/data/visitor/hg123/id00/crash_0001/f1.h5"
+    manager.lastDataFile = "/data/visitor/hg123/id00/crash_0001/f1b.h5"
+    manager.SetParameters(json.dumps({"InstrumentSlitPrimary_horizontal_gap": "0.5"}))
     outbox = OutboxStore(beamline.outbox)
     before = outbox.count(Channel.ICAT, Kind.DATASET)
 
@@ -31,7 +33,10 @@ def test_a_running_dataset_survives_a_crash_of_its_server(beamline: Beamline) ->
     wait_for(lambda: MANAGER in (meta.followers or ()))
     assert manager.state() == tango.DevState.RUNNING
     assert manager.datasetName == "crash_0001"
-    assert list(manager.datafileList) == ["/data/visitor/hg123/id00/crash_0001/f1.h5"]
+    assert list(manager.datafileList) == [
+        "/data/visitor/hg123/id00/crash_0001/f1.h5",
+        "/data/visitor/hg123/id00/crash_0001/f1b.h5",
+    ]
     manager.lastDataFile = "/data/visitor/hg123/id00/crash_0001/f2.h5"
     manager.EndDataset()
 
@@ -42,4 +47,8 @@ def test_a_running_dataset_survives_a_crash_of_its_server(beamline: Beamline) ->
     ]
     assert outbox.count(Channel.ICAT, Kind.DATASET) == before + 1
     assert b"before the crash" in message.body
-    assert b"f1.h5" in message.body and b"f2.h5" in message.body
+    assert b"0.5" in message.body
+    assert [b"f1.h5", b"f1b.h5", b"f2.h5"] == [
+        name for name in (b"f1.h5", b"f1b.h5", b"f2.h5") if b"/" + name in message.body
+    ]
+    assert message.body.count(b"f1.h5") == 1, "each file registered once"

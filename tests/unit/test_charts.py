@@ -227,13 +227,14 @@ def test_a_running_dataset_resumed_from_its_journal_is_registered_whole() -> Non
     session.set_parameters('{"Sample_description": "crystal"}')
     session.start_dataset()
     session.add_file("/data/visitor/f1.h5")
+    session.add_file("/data/visitor/f2.h5")
     journal = session.manager.journal()
-    assert journal is not None
+    assert journal is not None and "f1.h5" not in journal, "files are kept one by one"
 
     restarted = PureSession()
     restarted.meta = session.meta
     restarted.manager.handle("experiment_lost")
-    restarted.manager.handle("resume_dataset", journal=journal)
+    restarted.manager.handle("resume_dataset", journal=journal, files=session.manager.files)
     assert restarted.observe().state == "RUNNING"
     restarted.find_meta()
     restarted.end_dataset()
@@ -241,7 +242,7 @@ def test_a_running_dataset_resumed_from_its_journal_is_registered_whole() -> Non
     assert (dataset.name, dataset.sample, dataset.datafiles) == (
         "sample_0001",
         "lysozyme",
-        ("/data/visitor/f1.h5",),
+        ("/data/visitor/f1.h5", "/data/visitor/f2.h5"),
     )
     assert dataset.parameters == {"Sample_description": "crystal"}
     assert dataset.start == session.manager.started_at

@@ -6,10 +6,15 @@ message stays in the durable outbox (its fsync is part of what is measured). The
 client is a DeviceProxy in this process.
 
 (a) Round trip: median of StartDataset and of EndDataset (datasetName written, untimed,
-    before each start), against floors measured in the same run, interleaved:
-    the MetadataManager's own cheapest paths (command_inout("State"), a read of the
-    constant attribute metadataFile) and a trivial pytango device in its own process
-    (a do-nothing command). Target: (StartDataset + EndDataset) / (2 x floor) <= 1.5.
+    before each start), against floors measured in the same run, interleaved: a
+    do-nothing command of a trivial pytango device hosted in the MetadataManager's own
+    server process (the headline floor: "a do-nothing command of a device on the same
+    server"), the MetadataManager's own cheapest paths (command_inout("State"), a read of
+    the constant attribute metadataFile) and the trivial device in a process of its own.
+    Target: (StartDataset + EndDataset) / (2 x same-server floor) <= 1.5. Reference
+    figures from the same run: the median cost of appending ~2 KB to a file beside the
+    outbox and fdatasync-ing it (so the lowest ratio a durable EndDataset can reach on
+    this disk), and of a bare python-statemachine transition.
 (b) Memory: VmRSS of the MetaExperiment and MetadataManager processes every N/10
     datasets up to N (default 10,000), proposal and sample changing every 100 datasets;
     target: no growth from 1,000 to N beyond noise. The outbox size on disk is shown too.
@@ -54,6 +59,8 @@ from tests.services import servers  # noqa: E402
 
 META = "id00/metaexp/bench"
 MANAGER = "id00/metadata/bench"
+SAME_SERVER_FLOOR = "bench/floor/same"
+"""A BenchFloor device in the MetadataManager's server process."""
 PROFILED_MANAGER = "id00/metadata/profiled"
 FLOOR = "bench/floor/1"
 BEAMLINE = "id00"
@@ -64,6 +71,9 @@ TARGET_RATIO = 1.5
 CLIENT_TIMEOUT_MS = 15_000
 """Longer than Tango's 3.2 s monitor timeout, so a stalled call is counted, not fatal."""
 STALL_S = 2.5
+SAME_FLOOR_CALL = "BenchFloor on the MetadataManager's server Nothing"
+FSYNC_WRITES = 300
+FSYNC_BYTES = 2048
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,18 @@ class BenchFloor(Device):  # type: ignore[misc]
 
 def serve_floor(instance: str) -> None:
     run((BenchFloor,), args=["BenchFloor", instance])
+
+
+def serve_manager(instance: str) -> None:
+    """The MetadataManager's server with a BenchFloor device beside it, in one process.
+
+    As `adapters.tango.metadata_manager.main`, with one more device class: the floor
+    is then a do-nothing command of a device on the same server.
+    """
+    from adapters.tango.metadata_manager import MetadataManager
+
+    sys.setswitchinterval(0.0005)  # as metadata_manager.main does
+    run((MetadataManager, BenchFloor), args=["MetadataManager", instance])
 
 
 # -- the profiled MetadataManager: the device unchanged, its `event` observed ------------
@@ -238,13 +260,18 @@ class Bench:
         self.environment["TANGO_HOST"] = tango_host
         register(f"MetaExperiment/{INSTANCE}", "MetaExperiment", {META: {"beamlineID": [BEAMLINE]}})
         register(f"MetadataManager/{INSTANCE}", "MetadataManager", {MANAGER: manager_properties()})
+        # The same server entry, a second device class: the same-server floor.
+        register(f"MetadataManager/{INSTANCE}", "BenchFloor", {SAME_SERVER_FLOOR: {}})
         register(f"BenchFloor/{INSTANCE}", "BenchFloor", {FLOOR: {}})
+        self.check_same_server()
         bin_dir = Path(sys.executable).parent
         self.meta = self.spawn(
             "MetaExperiment", [str(bin_dir / "MetaExperiment"), INSTANCE], [META]
         )
         self.manager = self.spawn(
-            "MetadataManager", [str(bin_dir / "MetadataManager"), INSTANCE], [MANAGER]
+            "MetadataManager",
+            [sys.executable, __file__, "--manager-server", INSTANCE],
+            [MANAGER, SAME_SERVER_FLOOR],
         )
         self.floor = self.spawn(
             "BenchFloor", [sys.executable, __file__, "--floor-server", INSTANCE], [FLOOR]
@@ -252,10 +279,25 @@ class Bench:
         self.meta_proxy = tango.DeviceProxy(META)
         self.manager_proxy = tango.DeviceProxy(MANAGER)
         self.floor_proxy = tango.DeviceProxy(FLOOR)
-        for proxy in (self.meta_proxy, self.manager_proxy, self.floor_proxy):
+        self.same_floor_proxy = tango.DeviceProxy(SAME_SERVER_FLOOR)
+        proxies = (self.meta_proxy, self.manager_proxy, self.floor_proxy, self.same_floor_proxy)
+        for proxy in proxies:
             proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
         self.meta_proxy.write_attribute("dataRoot", "/data/visitor")
         self.new_session(self.manager_proxy)
+
+    @staticmethod
+    def check_same_server() -> None:
+        """The database holds both classes and both devices under the manager's server."""
+        database = tango.Database()
+        server = f"MetadataManager/{INSTANCE}"
+        found = {
+            device_class: {name.lower() for name in database.get_device_name(server, device_class)}
+            for device_class in ("MetadataManager", "BenchFloor")
+        }
+        expected = {"MetadataManager": {MANAGER}, "BenchFloor": {SAME_SERVER_FLOOR}}
+        if found != expected:
+            raise RuntimeError(f"server {server} holds {found}, not {expected}")
 
     def spawn(self, name: str, argv: list[str], devices: list[str]) -> Process:
         process = Process(name, argv, self.environment, self.root / f"{name}.log", devices)
@@ -308,12 +350,13 @@ class Bench:
     # (a) ------------------------------------------------------------------------------
 
     def round_trip(self, repetitions: int, warmup: int = 50) -> dict[str, list[int]]:
-        manager, floor = self.manager_proxy, self.floor_proxy
+        manager, floor, same = self.manager_proxy, self.floor_proxy, self.same_floor_proxy
         samples: dict[str, list[int]] = {
             name: []
             for name in (
                 "StartDataset",
                 "EndDataset",
+                SAME_FLOOR_CALL,
                 "MetadataManager State",
                 "MetadataManager read metadataFile",
                 "BenchFloor Nothing",
@@ -330,6 +373,7 @@ class Bench:
             row: dict[str, list[int]] = {name: [] for name in samples}
             timed(row["StartDataset"], lambda: manager.command_inout("StartDataset"))
             timed(row["MetadataManager State"], lambda: manager.command_inout("State"))
+            timed(row[SAME_FLOOR_CALL], lambda: same.command_inout("Nothing"))
             timed(row["BenchFloor Nothing"], lambda: floor.command_inout("Nothing"))
             timed(row["EndDataset"], lambda: manager.command_inout("EndDataset"))
             timed(
@@ -342,6 +386,25 @@ class Bench:
             if take:
                 for name, values in row.items():
                     samples[name] += values
+        return samples
+
+    def fdatasync(self, writes: int = FSYNC_WRITES, warmup: int = 10) -> list[int]:
+        """Append FSYNC_BYTES to a file in the state directory (the outbox's file system)
+        and fdatasync it, `writes` times: ns per append + flush."""
+        path = self.state / "fdatasync.probe"
+        payload = b"x" * (FSYNC_BYTES - 1) + b"\n"
+        samples: list[int] = []
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for iteration in range(warmup + writes):
+                started = time.perf_counter_ns()
+                os.write(descriptor, payload)
+                os.fdatasync(descriptor)
+                if iteration >= warmup:
+                    samples.append(time.perf_counter_ns() - started)
+        finally:
+            os.close(descriptor)
+            path.unlink()
         return samples
 
     # (b) ------------------------------------------------------------------------------
@@ -465,13 +528,38 @@ class Bench:
         stats.print_stats(20)
 
 
+def transition_samples(count: int = 5000, warmup: int = 500) -> list[int]:
+    """ns per event of a bare two-state python-statemachine, in this process."""
+    from statemachine import State, StateMachine
+
+    class Toggle(StateMachine):  # type: ignore[misc]
+        off = State(initial=True)
+        on = State()
+        flip = off.to(on) | on.to(off)
+
+    machine = Toggle()
+    samples: list[int] = []
+    for iteration in range(warmup + count):
+        started = time.perf_counter_ns()
+        machine.flip()
+        if iteration >= warmup:
+            samples.append(time.perf_counter_ns() - started)
+    return samples
+
+
 def print_round_trip(samples: dict[str, list[int]]) -> None:
     count = len(samples["StartDataset"])
+    width = len(SAME_FLOOR_CALL) + 2
     print(f"(a) round trip over Tango, {count} interleaved repetitions (microseconds)")
-    print(f"{'call':<36}{'median':>10}{'p90':>10}")
+    print(f"{'call':<{width}}{'median':>10}{'p90':>10}")
     for name, values in samples.items():
-        print(f"{name:<36}{ns_median(values) / 1e3:10.0f}{ns_p90(values) / 1e3:10.0f}")
+        print(f"{name:<{width}}{ns_median(values) / 1e3:10.0f}{ns_p90(values) / 1e3:10.0f}")
     pair = ns_median(samples["StartDataset"]) + ns_median(samples["EndDataset"])
+    headline = pair / (2 * ns_median(samples[SAME_FLOOR_CALL]))
+    print(
+        f"HEADLINE ratio (StartDataset+EndDataset)/(2 x {SAME_FLOOR_CALL}): {headline:5.2f}  "
+        f"(target <= {TARGET_RATIO}: {'meets' if headline <= TARGET_RATIO else 'misses'})"
+    )
     for floor in (
         "MetadataManager State",
         "MetadataManager read metadataFile",
@@ -483,6 +571,41 @@ def print_round_trip(samples: dict[str, list[int]]) -> None:
             f"ratio (StartDataset+EndDataset)/(2 x {floor}): {ratio:5.2f}  "
             f"(target <= {TARGET_RATIO}: {verdict})"
         )
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system holding `path`, as stat -f names it."""
+    result = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() or "unknown"
+
+
+def print_references(
+    round_trip: dict[str, list[int]], flushes: list[int], transitions: list[int], state: Path
+) -> None:
+    """The disk flush and the chart library, against the same-server floor."""
+    floor = ns_median(round_trip[SAME_FLOOR_CALL])
+    flush = ns_median(flushes)
+    print(
+        f"append {FSYNC_BYTES} B + os.fdatasync in the state directory (the outbox's file "
+        f"system, {file_system(state)}), {len(flushes)} times: median {flush / 1e3:.0f} us, "
+        f"p90 {ns_p90(flushes) / 1e3:.0f} us"
+    )
+    print(
+        f"durable lower bound of the ratio: (2 x same-server floor + fdatasync) / "
+        f"(2 x same-server floor) = {(2 * floor + flush) / (2 * floor):5.2f}"
+    )
+    print(
+        "  a durable EndDataset costs at least one round trip plus one disk flush; this is "
+        "the lowest ratio any implementation that flushes the outbox before EndDataset "
+        "returns can reach on this disk"
+    )
+    print(
+        f"bare python-statemachine transition (two states, one event), in this process: "
+        f"median {ns_median(transitions) / 1e3:.1f} us, p90 {ns_p90(transitions) / 1e3:.1f} us"
+        f" over {len(transitions)}"
+    )
 
 
 def print_memory(rows: list[Checkpoint], outbox_count: int) -> None:
@@ -601,11 +724,15 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--floor-server", metavar="INSTANCE", help=argparse.SUPPRESS)
+    parser.add_argument("--manager-server", metavar="INSTANCE", help=argparse.SUPPRESS)
     parser.add_argument("--profiled-manager", metavar="INSTANCE", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.floor_server:
         serve_floor(options.floor_server)
+        return
+    if options.manager_server:
+        serve_manager(options.manager_server)
         return
     if options.profiled_manager:
         serve_profiled_manager(options.profiled_manager, options.profile_out)
@@ -619,11 +746,14 @@ def main() -> None:
         bench.start()
         print(
             f"servers: MetaExperiment pid {bench.meta.pid}, MetadataManager pid "
-            f"{bench.manager.pid}, BenchFloor pid {bench.floor.pid}; state in {root}; "
+            f"{bench.manager.pid} (with {SAME_SERVER_FLOOR}), BenchFloor pid "
+            f"{bench.floor.pid}; state in {root}; "
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
             flush=True,
         )
-        print_round_trip(bench.round_trip(options.round_trips))
+        round_trip = bench.round_trip(options.round_trips)
+        print_round_trip(round_trip)
+        print_references(round_trip, bench.fdatasync(), transition_samples(), bench.state)
         if options.datasets:
             print(
                 f"\n(b) memory: datasets up to {options.datasets} (counting (a)'s), "

@@ -1,7 +1,9 @@
 """The MetadataManager: one technique's datasets, following one MetaExperiment.
 
-The state follows the facts (SPEC, "MetadataManager / States"): the facts change by
-events, and after each one `follow_facts` moves the state to where the facts say it is.
+The state follows the facts (SPEC, "MetadataManager / States"). The events of a beamline
+session name their target by guards on what they change; the events that change the
+experiment (and Reset) are followed by `follow_facts`, which moves the state to where the
+facts say it is.
 """
 
 from __future__ import annotations
@@ -71,9 +73,12 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         | running.to.itself(internal=True)
         | fault.to.itself(internal=True)
     )
-    name_dataset = standby.to.itself(
-        internal=True, cond="sample_known", validators="valid_dataset_name"
-    ) | on.to.itself(internal=True, validators="valid_dataset_name")
+    name_dataset = (
+        standby.to(on, cond=["sample_known", "names_a_dataset"], validators="valid_dataset_name")
+        | standby.to.itself(internal=True, cond="sample_known")
+        | on.to(standby, unless="names_a_dataset", validators="valid_dataset_name")
+        | on.to.itself(internal=True)
+    )
     set_parameters = (
         standby.to.itself(internal=True, validators="valid_values")
         | on.to.itself(internal=True, validators="valid_values")
@@ -81,8 +86,8 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     )
     add_file = running.to.itself(internal=True, validators="valid_file")
     start_dataset = on.to(running)
-    end_dataset = running.to(standby)
-    abort_dataset = running.to(standby)
+    end_dataset = running.to(standby, cond="experiment_open") | running.to(off)
+    abort_dataset = running.to(standby, cond="experiment_open") | running.to(off)
     fail = (
         off.to(fault)
         | standby.to(fault)
@@ -137,6 +142,9 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     def still_broken(self, problem: str = "") -> bool:
         return bool(problem)
 
+    def names_a_dataset(self, name: str) -> bool:
+        return bool(name)
+
     # -- validators: bad input changes nothing -------------------------------------
 
     def valid_dataset_name(self, name: str) -> None:
@@ -170,6 +178,17 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
 
     def on_experiment_lost(self) -> None:
         self.linked = False
+
+    # The state follows the facts these events changed.
+
+    def after_experiment_changed(self) -> None:
+        self.follow_facts()
+
+    def after_experiment_lost(self) -> None:
+        self.follow_facts()
+
+    def after_reset(self) -> None:
+        self.follow_facts()
 
     def on_name_dataset(self, name: str) -> None:
         self.dataset_name = name
@@ -295,7 +314,6 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
             self.send(event, **arguments)
         except self.TransitionNotAllowed:
             raise Refused(why_not(self, event)) from None
-        self.send("follow_facts")
         return self.take_effects()
 
     def remember(self, dataset_name: str) -> None:

@@ -115,6 +115,16 @@ def test_journal_items_are_appended_in_order_and_go_with_their_key(tmp_path: Pat
     assert store.recall_items("running") == [b"g1"]
 
 
+def test_the_wal_is_checkpointed_and_stays_small(tmp_path: Path) -> None:
+    """Checkpoints keep the WAL small, so that its fdatasync stays cheap (no growth)."""
+    store = OutboxStore(tmp_path)
+    for i in range(1500):
+        store.put(icat_message(message_id=f"m{i}", body=b"x" * 8000))
+    wal = tmp_path / "outbox.sqlite3-wal"
+    assert store.count() == 1500
+    assert wal.stat().st_size < 6_000_000, f"WAL grew to {wal.stat().st_size} bytes"
+
+
 def test_a_failed_note_keeps_none_of_its_items(tmp_path: Path) -> None:
     store = OutboxStore(tmp_path)
     store.note({"running": b"dataset"}, {"running": [b"f1"]})

@@ -271,6 +271,12 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     def status(self) -> str:
         return describe(self)
 
+    def read_dataset_name(self) -> str:
+        """datasetName, which can be read only once a sample is specified (SPEC)."""
+        if not self.sample_known():
+            raise Refused(why_not(self, "read_dataset_name"))
+        return self.dataset_name
+
     def keeps_journal(self) -> bool:
         """In FAULT nothing new is written down: Reset, once the cause is fixed, does it."""
         return not self.fault.is_active
@@ -323,6 +329,7 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
 
 EVENT_NAMES = {
     "name_dataset": "datasetName cannot be written",
+    "read_dataset_name": "datasetName cannot be read",
     "set_parameters": "parameters cannot be set",
     "add_file": "lastDataFile cannot be written",
     "start_dataset": "StartDataset is not allowed",

@@ -79,7 +79,8 @@ class BeamlineRules(RuleBasedStateMachine):
             assert subject_accepted == accepted, (
                 f"model {'accepted' if accepted else 'refused'} but the device did not"
             )
-            assert self.subject.observe() == self.model.observe()
+            seen, expected = self.subject.observe(), self.model.observe()
+            assert seen == expected, f"device shows {seen}, chart says {expected}"
             assert self.subject.registrations() == len(self.model.registered)
         return accepted
 

@@ -27,12 +27,19 @@ class Rejected(Exception):
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """An attribute read the device refused, with the text the client reads."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class Observation:
     state: str
     proposal: str
     sample: str
     data_root: str
-    dataset_name: str
+    dataset_name: str | Unreadable
     data_folder: str
     files: tuple[str, ...]
 
@@ -130,6 +137,12 @@ class PureSession:
     def reset(self, problem: str) -> None:
         self._manager("reset", problem=problem)
 
+    def read_dataset_name(self) -> str | Unreadable:
+        try:
+            return self.manager.read_dataset_name()
+        except Refused as refusal:
+            return Unreadable(str(refusal))
+
     def observe(self) -> Observation:
         chart = self.manager
         return Observation(
@@ -137,7 +150,7 @@ class PureSession:
             proposal=self.meta.experiment.proposal,
             sample=self.meta.experiment.sample,
             data_root=self.meta.experiment.data_root,
-            dataset_name=chart.dataset_name,
+            dataset_name=self.read_dataset_name(),
             data_folder=chart.data_folder(),
             files=tuple(chart.files),
         )

@@ -26,7 +26,7 @@ from icatcore import config, elogbook, messages
 from icatcore.definitions import parse_parameters
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
-from statecharts.effects import Effect, RegisterDataset
+from statecharts.effects import Effect, Refused, RegisterDataset
 from statecharts.metadata_manager import MetadataManagerChart, Settings
 
 STATES = {
@@ -163,7 +163,7 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
     def datasetName(self) -> str:
-        return self.chart.dataset_name
+        return self.readable_dataset_name("datasetName")
 
     @datasetName.write
     def datasetName(self, name: Any) -> None:
@@ -171,11 +171,17 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
     def scanName(self) -> str:
-        return self.chart.dataset_name
+        return self.readable_dataset_name("scanName")
 
     @scanName.write
     def scanName(self, name: Any) -> None:
         self.name_dataset(name, "scanName")
+
+    def readable_dataset_name(self, attribute: str) -> str:
+        try:
+            return self.chart.read_dataset_name()
+        except Refused as refusal:
+            common.fail("API_AttrNotAllowed", str(refusal), f"MetadataManager.{attribute}")
 
     def name_dataset(self, name: Any, attribute: str) -> None:
         self.event("name_dataset", name=common.text_argument(name, attribute))

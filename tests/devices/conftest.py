@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.services.servers import Server, register
-from tests.session_model import BEAMLINE, PATTERN
+from tests.session_model import BEAMLINE, META, PATTERN
 
-META = "id00/metaexp/dev"
+__all__ = ["MANAGER", "META", "TECHNIQUE", "Beamline"]
+
 MANAGER = "id00/metadata/dev"
 TECHNIQUE = ["Sample_description", "InstrumentSlitPrimary_horizontal_gap"]
 

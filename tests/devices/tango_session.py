@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import tango
 
 from adapters.outbox_store import OutboxStore
 from icatcore.outbox import Channel, Kind
-from tests.session_model import Observation, Rejected
+from tests.session_model import Observation, Rejected, Unreadable
 
 
 class TangoSession:
@@ -58,12 +59,17 @@ class TangoSession:
         self._call(lambda: self.manager.write_attribute("lastDataFile", path))
 
     def observe(self) -> Observation:
-        values = {
+        values: dict[str, Any] = {
             a.name: a.value
             for a in self.manager.read_attributes(
                 ["proposal", "sampleName", "datasetName", "dataFolder", "datafileList"]
             )
         }
+        try:
+            self.manager.read_attribute("datasetName")
+        except tango.DevFailed as error:
+            assert error.args[0].reason == "API_AttrNotAllowed"
+            values["datasetName"] = Unreadable(error.args[0].desc)
         root = self.meta.read_attribute("dataRoot").value
         return Observation(
             state=str(self.manager.state()),

@@ -206,7 +206,8 @@ class Beamline:
     def describe(self) -> str:
         """The manager as a person would look at it, for failure messages."""
         try:
-            return f"{self.manager.state()} {self.manager.datasetName!r}: {self.manager.status()}"
+            name = self.manager.read_attributes(["datasetName"])[0].value
+            return f"{self.manager.state()} {name!r}: {self.manager.status()}"
         except tango.DevFailed as error:
             return f"unreachable ({error.args[0].desc.strip()})"
 

@@ -95,7 +95,8 @@ class Bliss:
             self.call("proposal", lambda: self.write(self.meta, "proposal", proposal), STANDBY)
             assert self.read(self.meta, "sample") == "please enter"
             assert self.read(self.meta, "dataRoot") == "/data/visitor"
-            assert self.read(self.manager, "datasetName") == ""
+            with pytest.raises(tango.DevFailed, match="sample is not specified"):
+                self.read(self.manager, "datasetName")  # SPEC: only once a sample is specified
         if collection != self.read(self.meta, "sample"):
             self.ensure_notrunning()
             self.call("sample", lambda: self.write(self.meta, "sample", collection), STANDBY)
@@ -304,7 +305,11 @@ def test_a_change_while_running_ends_the_dataset_on_the_server(
     assert beamline.manager.state() == STANDBY
     [earlier] = beamline.datasets_since(mark)
     check_earlier_dataset(earlier)
-    assert beamline.manager.datasetName == ""
+    if change == "sample":
+        assert beamline.manager.datasetName == ""
+    else:  # a new proposal has no sample yet
+        with pytest.raises(tango.DevFailed, match="sample is not specified"):
+            beamline.manager.datasetName  # noqa: B018
 
 
 def test_elogbook_messages_and_images_as_bliss_sends_them(beamline: Beamline) -> None:

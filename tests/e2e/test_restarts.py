@@ -24,14 +24,19 @@ PROPOSAL, SAMPLE, ROOT, DATASET = "hg500", "s0", "/data/visitor/hg500/id00/s0", 
 FIRST_FILE = f"{ROOT}/d0/scan0001.h5"
 
 
-def arrange(beamline: Beamline, state: tango.DevState) -> dict[str, str]:
+def arrange(beamline: Beamline, state: tango.DevState) -> dict[str, str | None]:
     """Reach `state` the way sessions do; return what the manager must show afterwards."""
     beamline.open_session(PROPOSAL, SAMPLE, ROOT)
     beamline.manager.write_attribute("datasetName", DATASET)
-    expected = {"proposal": PROPOSAL, "sample": SAMPLE, "dataRoot": ROOT, "datasetName": DATASET}
+    expected: dict[str, str | None] = {
+        "proposal": PROPOSAL,
+        "sample": SAMPLE,
+        "dataRoot": ROOT,
+        "datasetName": DATASET,
+    }
     if state == OFF:  # the session closed
         beamline.meta.write_attribute("proposal", "")
-        expected = {"proposal": "", "sample": "", "dataRoot": "", "datasetName": ""}
+        expected = {"proposal": "", "sample": "", "dataRoot": "", "datasetName": None}
     elif state == STANDBY:  # a new sample, not yet a dataset name: the old name is gone
         beamline.meta.write_attribute("sample", "s1")
         expected.update(sample="s1", datasetName="")
@@ -43,7 +48,7 @@ def arrange(beamline: Beamline, state: tango.DevState) -> dict[str, str]:
     return expected
 
 
-def observed(beamline: Beamline) -> dict[str, str]:
+def observed(beamline: Beamline) -> dict[str, str | None]:
     meta = {
         a.name: a.value for a in beamline.meta.read_attributes(["proposal", "sample", "dataRoot"])
     }

@@ -9,7 +9,7 @@ from icatcore.records import Experiment
 from statecharts.effects import AnnounceInvestigation, PublishExperiment, Refused, RegisterDataset
 from statecharts.meta_experiment import MetaExperimentChart
 from statecharts.meta_experiment import Settings as MetaSettings
-from tests.session_model import PureSession, Rejected
+from tests.session_model import PureSession, Rejected, Unreadable
 
 
 def ready_session() -> PureSession:
@@ -34,6 +34,24 @@ def test_placeholder_sample_counts_as_unspecified() -> None:
     with pytest.raises(Rejected, match="sample is not specified"):
         session.write_dataset_name("sample_0001")
     assert session.observe().state == "STANDBY"
+
+
+def test_dataset_name_is_readable_only_once_a_sample_is_specified() -> None:
+    session = PureSession()
+    assert session.observe().dataset_name == Unreadable(
+        "datasetName cannot be read in OFF: no proposal; write proposal on id00/metaexp/test"
+    )
+    session.write_proposal("hg123")
+    assert session.observe().dataset_name == Unreadable(
+        "datasetName cannot be read in STANDBY: the sample is not specified; "
+        "write sample on id00/metaexp/test"
+    )
+    session.write_sample("lysozyme")
+    assert session.observe().dataset_name == ""
+    session.write_dataset_name("sample_0001")
+    session.start_dataset()
+    session.write_proposal("hg124")  # a new proposal ends the dataset; its sample is unknown
+    assert isinstance(session.observe().dataset_name, Unreadable)
 
 
 def test_naming_a_dataset_with_a_sample_gives_on() -> None:
@@ -219,7 +237,7 @@ def test_a_remembered_dataset_name_needs_a_sample() -> None:
     session.manager.remember("sample_0007")
     session.write_proposal("hg123")
     session.find_meta()
-    assert (session.observe().state, session.observe().dataset_name) == ("STANDBY", "")
+    assert (session.observe().state, session.manager.dataset_name) == ("STANDBY", "")
 
 
 def test_a_running_dataset_resumed_from_its_journal_is_registered_whole() -> None:

@@ -8,11 +8,15 @@ Starts its own ActiveMQ, embedded Tango database and servers (stopped by PID), t
     3 x lastDataFile, EndDataset) -> outbox -> STOMP with receipts -> ActiveMQ, each block
     timed until the broker confirmed all (the outbox is empty);
 (c) floor: the same Tango call sequence against a do-nothing device (this file, run with
-    `--floor-server`, in its own process), target ours/floor >= 0.7.
-    (a) and (c) run interleaved in R rounds (default 5): each round a floor block and an
-    ours block of N/R datasets, which goes first alternating, so that the machine's drift
-    falls on both alike; rates are total datasets / total time of each kind, and the
-    ratio of each round is shown too (its spread);
+    `--floor-server`, in its own process), target ours/floor >= 0.7;
+(e) ours, outbox only: the same calls against a second MetadataManager device of the same
+    server process, following the same MetaExperiment, without `queueURLs` and ICAT+
+    settings: every message stays in its durable outbox, nothing is delivered; timed like
+    the floor (Tango calls alone), it separates the server's own cost from the broker's.
+    (a), (c) and (e) run interleaved in R rounds (default 5): each round a floor, an ours
+    and an outbox-only block of N/R datasets, the order rotating from round to round, so
+    that the machine's drift falls on all alike; rates are total datasets / total time of
+    each kind, and the ratio of each round is shown too (its spread);
 (b) pyicat-plus: the same datasets sent with `IcatClient.store_dataset` to the same broker
     (fire and forget: it does not wait for the broker), target ours >= 10x; floor /
     pyicat-plus shows what the sequential 7-call client allows at best;
@@ -57,6 +61,8 @@ PARAMETERS = {
 }
 FILES = 3
 META, MANAGER, FLOOR = "bench/metaexp/1", "bench/metadata/1", "bench/floor/1"
+OUTBOX_ONLY = "bench/metadata/2"
+"""A second MetadataManager device of the same server: no delivery settings."""
 QUEUE_OURS, QUEUE_PYICAT = "bench.ours", "bench.pyicat"
 NAME = re.compile(r"<tns:name>([^<]*)</tns:name>")
 
@@ -112,6 +118,24 @@ class Block:
     @property
     def rate(self) -> float:
         return self.datasets / self.seconds
+
+
+@dataclass(frozen=True)
+class Round:
+    """The three blocks of one interleaved round."""
+
+    floor: Block
+    ours: Block
+    outbox_only: Block
+
+
+KINDS = ("floor", "ours", "outbox only")
+
+
+def rotated(index: int) -> tuple[str, ...]:
+    """The order of the blocks in round `index`: KINDS rotated, so none always goes first."""
+    shift = index % len(KINDS)
+    return KINDS[shift:] + KINDS[:shift]
 
 
 def total_rate(blocks: list[Block], calls_only: bool = False) -> float:
@@ -170,7 +194,9 @@ class Bench:
         self.database = EmbeddedDatabase(workdir / "tango_db")
         self.processes: list[subprocess.Popen[bytes]] = []
         self.state = workdir / "state"
-        self.outbox = self.state / "outbox" / MANAGER.replace("/", "_") / "outbox.sqlite3"
+
+    def outbox(self, device: str) -> Path:
+        return self.state / "outbox" / device.replace("/", "_") / "outbox.sqlite3"
 
     # -- services ------------------------------------------------------------------
 
@@ -192,28 +218,31 @@ class Bench:
             "MetaExperiment",
             {META: {"beamlineID": [BEAMLINE], **delivery}},
         )
+        manager_properties = {
+            "beamlineID": [BEAMLINE],
+            "metaExperimentDevice": [META],
+            "parameters": ["Sample_description", "InstrumentSlitPrimary_horizontal_gap"],
+        }
+        # Device properties, each device its own: the delivery settings of MANAGER do not
+        # reach OUTBOX_ONLY (no class properties are written).
         register(
             tango_host,
             "MetadataManager/bench",
             "MetadataManager",
-            {
-                MANAGER: {
-                    "beamlineID": [BEAMLINE],
-                    "metaExperimentDevice": [META],
-                    "parameters": ["Sample_description", "InstrumentSlitPrimary_horizontal_gap"],
-                    **delivery,
-                }
-            },
+            {MANAGER: {**manager_properties, **delivery}, OUTBOX_ONLY: manager_properties},
         )
         register(tango_host, "FloorDevice/bench", "FloorDevice", {FLOOR: {}})
         environment = {**os.environ, "ICAT_SERVERS_STATE": str(self.state)}
         bin_dir = Path(sys.executable).parent
-        for command_line, device in (
-            ([str(bin_dir / "MetaExperiment"), "bench"], META),
-            ([str(bin_dir / "MetadataManager"), "bench"], MANAGER),
-            ([sys.executable, str(Path(__file__).resolve()), "--floor-server", "bench"], FLOOR),
+        for command_line, devices in (
+            ([str(bin_dir / "MetaExperiment"), "bench"], (META,)),
+            ([str(bin_dir / "MetadataManager"), "bench"], (MANAGER, OUTBOX_ONLY)),
+            (
+                [sys.executable, str(Path(__file__).resolve()), "--floor-server", "bench"],
+                (FLOOR,),
+            ),
         ):
-            log = (self.workdir / f"{device.replace('/', '_')}.log").open("ab")
+            log = (self.workdir / f"{devices[0].replace('/', '_')}.log").open("ab")
             process = subprocess.Popen(
                 command_line,
                 env=environment,
@@ -222,13 +251,23 @@ class Bench:
                 start_new_session=True,
             )
             self.processes.append(process)
-            wait_for(partial(self._answers, device), 60, f"{device} to start")
+            for device in devices:
+                wait_for(partial(self._answers, device), 60, f"{device} to start")
         meta = tango.DeviceProxy(META)
-        wait_for(lambda: MANAGER in (meta.followers or ()), 30, "the MetadataManager to follow")
+        wait_for(
+            lambda: {MANAGER, OUTBOX_ONLY} <= set(meta.followers or ()),
+            30,
+            "both MetadataManagers to follow",
+        )
         meta.write_attribute("proposal", PROPOSAL)
         meta.write_attribute("sample", SAMPLE)
-        manager = tango.DeviceProxy(MANAGER)
-        wait_for(lambda: manager.state() == tango.DevState.STANDBY, 10, "STANDBY")
+        for device in (MANAGER, OUTBOX_ONLY):
+            proxy = tango.DeviceProxy(device)
+            wait_for(partial(self._in_standby, proxy), 10, f"{device} in STANDBY")
+
+    @staticmethod
+    def _in_standby(proxy: tango.DeviceProxy) -> bool:
+        return bool(proxy.state() == tango.DevState.STANDBY)
 
     @staticmethod
     def _answers(device: str) -> bool:
@@ -246,8 +285,8 @@ class Bench:
         self.database.stop()
         self.broker.kill()
 
-    def undelivered(self) -> int:
-        with sqlite3.connect(f"file:{self.outbox}?mode=ro", uri=True) as db:
+    def undelivered(self, device: str = MANAGER) -> int:
+        with sqlite3.connect(f"file:{self.outbox(device)}?mode=ro", uri=True) as db:
             return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     # -- the figures ---------------------------------------------------------------
@@ -261,30 +300,33 @@ class Bench:
         wait_for(lambda: self.undelivered() == 0, 120, "the outbox to empty")
         return Block(count, time.perf_counter() - start, calls)
 
-    def interleaved(
-        self, datasets: int, rounds: int, ours_timings: Timings, floor_timings: Timings
-    ) -> list[tuple[Block, Block]]:
-        """(floor block, ours block) per round; which runs first alternates."""
-        manager, floor = tango.DeviceProxy(MANAGER), tango.DeviceProxy(FLOOR)
-        results: list[tuple[Block, Block]] = []
+    def interleaved(self, datasets: int, rounds: int, timings: dict[str, Timings]) -> list[Round]:
+        """The three blocks per round, in the order of KINDS rotated by the round's index.
+
+        `timings` gets each kind's per-call durations under the kind's name.
+        """
+        proxies = {
+            "floor": tango.DeviceProxy(FLOOR),
+            "ours": tango.DeviceProxy(MANAGER),
+            "outbox only": tango.DeviceProxy(OUTBOX_ONLY),
+        }
+        prefixes = {"floor": "floor", "ours": "ours", "outbox only": "outbox"}
+        results: list[Round] = []
         for index in range(rounds):
             count = datasets // rounds + (1 if index < datasets % rounds else 0)
-
-            def run_floor(index: int = index, count: int = count) -> Block:
+            blocks: dict[str, Block] = {}
+            for kind in rotated(index):
+                proxy, prefix = proxies[kind], f"{prefixes[kind]}_r{index}"
+                kind_timings = timings.setdefault(kind, {})
+                if kind == "ours":
+                    blocks[kind] = self.ours(proxy, prefix, count, kind_timings)
+                    continue
                 start = time.perf_counter()
                 for i in range(count):
-                    one_dataset(floor, f"floor_r{index}_{i:05d}", floor_timings)
+                    one_dataset(proxy, f"{prefix}_{i:05d}", kind_timings)
                 seconds = time.perf_counter() - start
-                return Block(count, seconds, seconds)
-
-            def run_ours(index: int = index, count: int = count) -> Block:
-                return self.ours(manager, f"ours_r{index}", count, ours_timings)
-
-            if index % 2 == 0:
-                floor_block, ours_block = run_floor(), run_ours()
-            else:
-                ours_block, floor_block = run_ours(), run_floor()
-            results.append((floor_block, ours_block))
+                blocks[kind] = Block(count, seconds, seconds)
+            results.append(Round(blocks["floor"], blocks["ours"], blocks["outbox only"]))
         return results
 
     def pyicat_plus(self, count: int) -> float:
@@ -346,9 +388,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", type=int, default=1000, help="for (a) and (c) each")
+    parser.add_argument("--datasets", type=int, default=1000, help="for (a), (c) and (e) each")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved floor/ours rounds for (a) and (c)"
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved floor/ours/outbox-only rounds for (a), (c) and (e)",
     )
     parser.add_argument("--pyicat-datasets", type=int, default=300)
     parser.add_argument("--latency-datasets", type=int, default=300)
@@ -363,33 +408,39 @@ def main() -> int:
     bench = Bench(workdir)
     try:
         bench.start()
-        manager, floor = tango.DeviceProxy(MANAGER), tango.DeviceProxy(FLOOR)
-        sequence_rate(floor, "warm", 100)
-        sequence_rate(manager, "warm", 100)
+        for device in (FLOOR, MANAGER, OUTBOX_ONLY):
+            sequence_rate(tango.DeviceProxy(device), "warm", 100)
         wait_for(lambda: bench.undelivered() == 0, 60, "the warm-up to be delivered")
         load = os.getloadavg()[0]
-        floor_timings: Timings = {}
-        ours_timings: Timings = {}
-        rounds = bench.interleaved(args.datasets, args.rounds, ours_timings, floor_timings)
+        timings: dict[str, Timings] = {}
+        rounds = bench.interleaved(args.datasets, args.rounds, timings)
+        kept = bench.undelivered(OUTBOX_ONLY)
         pyicat_rate = bench.pyicat_plus(args.pyicat_datasets)
         latencies = bench.latency(args.latency_datasets)
     finally:
         bench.stop()
-    floor_blocks = [floor_block for floor_block, _ in rounds]
-    ours_blocks = [ours_block for _, ours_block in rounds]
+    floor_blocks = [one.floor for one in rounds]
+    ours_blocks = [one.ours for one in rounds]
+    outbox_blocks = [one.outbox_only for one in rounds]
     floor_rate = total_rate(floor_blocks)
     ours_rate = total_rate(ours_blocks)
     ours_calls = total_rate(ours_blocks, calls_only=True)
-    per_round = [ours_block.rate / floor_block.rate for floor_block, ours_block in rounds]
+    outbox_rate = total_rate(outbox_blocks)
+    per_round = [one.ours.rate / one.floor.rate for one in rounds]
+    outbox_per_round = [one.outbox_only.rate / one.floor.rate for one in rounds]
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the start")
     print(
         f"dataset = 7 Tango calls (datasetName, StartDataset, SetParameters of "
         f"{len(PARAMETERS)}, {FILES} x lastDataFile, EndDataset)"
     )
     print(
-        f"(a)+(c) interleaved: {len(rounds)} rounds of a floor block and an ours block "
-        f"({', '.join(str(block.datasets) for block in ours_blocks)} datasets each), "
-        "floor first in even rounds, ours first in odd ones"
+        f"(a)+(c)+(e) interleaved: {len(rounds)} rounds of a floor, an ours and an outbox-only"
+        f" block ({', '.join(str(block.datasets) for block in ours_blocks)} datasets each), "
+        "order rotating: "
+        + "; ".join(
+            f"r{index} " + ", ".join(rotated(index)) for index in range(min(len(rounds), 3))
+        )
+        + ("; ..." if len(rounds) > 3 else "")
     )
     print(
         f"(a) ours, Tango -> outbox -> ActiveMQ receipt, {sum(b.datasets for b in ours_blocks)}"
@@ -412,8 +463,8 @@ def main() -> int:
     print(
         "    per round ours/floor: "
         + ", ".join(
-            f"{ratio:.2f} ({o.rate:.0f}/{f.rate:.0f} /s)"
-            for ratio, (f, o) in zip(per_round, rounds, strict=True)
+            f"{ratio:.2f} ({one.ours.rate:.0f}/{one.floor.rate:.0f} /s)"
+            for ratio, one in zip(per_round, rounds, strict=True)
         )
     )
     print(
@@ -421,11 +472,30 @@ def main() -> int:
         f"{min(per_round):.2f}..{max(per_round):.2f}; Tango calls alone "
         f"{ours_calls / floor_rate:.2f})"
     )
-    print("    median ms per call        ours   floor")
-    for what, times in ours_timings.items():
+    print(
+        f"(e) ours, outbox only: second MetadataManager device of the same server, no "
+        f"delivery settings, {sum(b.datasets for b in outbox_blocks)} datasets: "
+        f"{outbox_rate:7.1f} /s (Tango calls; {kept} messages kept in its outbox at the end)"
+    )
+    print(
+        "    per round outbox only/floor: "
+        + ", ".join(
+            f"{ratio:.2f} ({one.outbox_only.rate:.0f}/{one.floor.rate:.0f} /s)"
+            for ratio, one in zip(outbox_per_round, rounds, strict=True)
+        )
+    )
+    print(
+        f"    outbox only / floor = {outbox_rate / floor_rate:.2f} (per round "
+        f"{min(outbox_per_round):.2f}..{max(outbox_per_round):.2f}); "
+        f"ours / outbox only = {ours_rate / outbox_rate:.2f} (Tango calls alone "
+        f"{ours_calls / outbox_rate:.2f})"
+    )
+    print("    median ms per call        ours  outbox only   floor")
+    for what, times in timings["ours"].items():
         print(
             f"    {what:<22} {statistics.median(times) * 1e3:7.2f} "
-            f"{statistics.median(floor_timings[what]) * 1e3:7.2f}"
+            f"{statistics.median(timings['outbox only'][what]) * 1e3:12.2f} "
+            f"{statistics.median(timings['floor'][what]) * 1e3:7.2f}"
         )
     print(
         f"(d) EndDataset returned -> consumer got it, {len(latencies)} datasets one at a "

@@ -73,6 +73,7 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         | running.to.itself(internal=True)
         | fault.to.itself(internal=True)
     )
+    # A validator sits on the first transition from each state: it runs before any guard.
     name_dataset = (
         standby.to(on, cond=["sample_known", "names_a_dataset"], validators="valid_dataset_name")
         | standby.to.itself(internal=True, cond="sample_known")

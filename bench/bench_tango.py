@@ -605,6 +605,11 @@ def print_references(
         "the lowest ratio any implementation that flushes the outbox before EndDataset "
         "returns can reach on this disk"
     )
+    ours = ns_median(round_trip["StartDataset"]) + ns_median(round_trip["EndDataset"])
+    print(
+        f"(StartDataset+EndDataset) / (2 x same-server floor + fdatasync) = "
+        f"{ours / (2 * floor + flush):5.2f}  (1.0 would be a server doing nothing but the flush)"
+    )
     print(
         f"bare python-statemachine transition (two states, one event), in this process: "
         f"median {ns_median(transitions) / 1e3:.1f} us, p90 {ns_p90(transitions) / 1e3:.1f} us"

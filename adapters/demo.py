@@ -41,6 +41,8 @@ def show(manager: tango.DeviceProxy, call: str) -> None:
 
 
 def session(meta: tango.DeviceProxy, manager: tango.DeviceProxy) -> None:
+    meta.proposal = ""
+    show(manager, "proposal = '' (a new session)")
     meta.proposal = "hg123"
     show(manager, "proposal = 'hg123'")
     meta.sample = "lysozyme"
@@ -74,6 +76,13 @@ def session(meta: tango.DeviceProxy, manager: tango.DeviceProxy) -> None:
 
 
 def run(state_dir: Path | None = None) -> int:
+    if not EXAMPLE.is_file():
+        print(
+            f"icat-servers demo: {EXAMPLE} is not there: the example ships with the "
+            "repository, not the package; run scripts/demo from a checkout",
+            file=sys.stderr,
+        )
+        return 2
     state = state_dir or default_state_dir()
     state.mkdir(parents=True, exist_ok=True)
     database = None

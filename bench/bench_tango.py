@@ -21,8 +21,14 @@ client is a DeviceProxy in this process.
 (c) With --profile: the MetadataManager again, started under a wrapper that profiles
     (cProfile) every command's work inside the server, and times it, so that the
     client round trip splits into "our Python" and "Tango and the rest".
+(d) One big dataset (after (b); --big-files 0 skips it): StartDataset, N lastDataFile
+    writes (default 10,000), EndDataset. Median and p90 of a write over the first and
+    the last 500 writes, and their ratio (near 1.0: the cost of a file does not grow
+    with the dataset, as the outbox's journal appends one row per file), the EndDataset
+    time, and the number of files in the XML copy of the registered dataset.
 
-    /work/venv/bin/python bench/bench_tango.py [--datasets N] [--round-trips N] [--profile]
+    /work/venv/bin/python bench/bench_tango.py [--datasets N] [--round-trips N]
+        [--big-files N] [--profile]
 """
 
 from __future__ import annotations
@@ -74,6 +80,23 @@ STALL_S = 2.5
 SAME_FLOOR_CALL = "BenchFloor on the MetadataManager's server Nothing"
 FSYNC_WRITES = 300
 FSYNC_BYTES = 2048
+BIG_WINDOW = 500
+"""(d) compares the first and the last BIG_WINDOW lastDataFile writes."""
+XML_FILE_TAG = "<tns:datafile>"
+"""One per file in messages.dataset_xml (a dataset's own <tns:location> is not one)."""
+
+
+@dataclass(frozen=True)
+class BigDataset:
+    writes: list[int]
+    """ns per lastDataFile write, in order."""
+    end_ns: int
+    files_in_xml: int | None
+    """<tns:datafile> elements in the metadataFile copy; None if it did not appear."""
+    xml_path: str
+    manager_kib: tuple[int, int]
+    """MetadataManager VmRSS before StartDataset and after EndDataset."""
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -455,6 +478,44 @@ class Bench:
             summarize_spy(self.root / "manager.spy.txt")
         return rows
 
+    # (d) ------------------------------------------------------------------------------
+
+    def big_dataset(self, files: int, copy_timeout: float = 60.0) -> BigDataset:
+        """One dataset of `files` files, each write timed, then EndDataset timed."""
+        proxy = self.manager_proxy
+        if self.datasets and self.datasets % 100 == 0:
+            self.new_session(proxy)
+        self.datasets += 1
+        self.name_dataset(proxy, f"dataset_{self.datasets:06d}")
+        wait_for(proxy, tango.DevState.ON)
+        before_copy = str(proxy.read_attribute("metadataFile").value)
+        rss_before = self.manager.rss_kib()
+        started = time.monotonic()
+        proxy.command_inout("StartDataset")
+        writes: list[int] = []
+        for index in range(1, files + 1):
+            path = f"/data/visitor/ab1234/id00/big/f{index:06d}.h5"
+            write_started = time.perf_counter_ns()
+            proxy.write_attribute("lastDataFile", path)
+            writes.append(time.perf_counter_ns() - write_started)
+        if any(write > STALL_S * 1e9 for write in writes):
+            self.stalls.append(self.datasets)
+        end: list[int] = []
+        timed(end, lambda: proxy.command_inout("EndDataset"))
+        seconds = time.monotonic() - started
+        rss_after = self.manager.rss_kib()
+        # The XML copy is written after EndDataset returns, by the housekeeper thread.
+        deadline = time.monotonic() + copy_timeout
+        copy = before_copy
+        while copy == before_copy and time.monotonic() < deadline:
+            time.sleep(0.05)
+            copy = str(proxy.read_attribute("metadataFile").value)
+        counted: int | None = None
+        if copy != before_copy and copy:
+            with contextlib.suppress(OSError):
+                counted = Path(copy).read_text(errors="replace").count(XML_FILE_TAG)
+        return BigDataset(writes, end[0], counted, copy, (rss_before, rss_after), seconds)
+
     def start_spy(self) -> subprocess.Popen[bytes]:
         """py-spy samples the unchanged MetadataManager, waits included (--idle)."""
         output = self.root / "manager.spy.txt"
@@ -644,6 +705,42 @@ def print_memory(rows: list[Checkpoint], outbox_count: int) -> None:
     )
 
 
+def print_big(big: BigDataset) -> None:
+    writes = big.writes
+    window = min(BIG_WINDOW, max(1, len(writes) // 2))
+    first, last = writes[:window], writes[-window:]
+    print(f"{'lastDataFile write':<24}{'median us':>12}{'p90 us':>10}{'max us':>10}")
+    for label, values in (
+        (f"first {window}", first),
+        (f"last {window}", last),
+        (f"all {len(writes)}", writes),
+    ):
+        print(
+            f"{label:<24}{ns_median(values) / 1e3:12.0f}{ns_p90(values) / 1e3:10.0f}"
+            f"{max(values) / 1e3:10.0f}"
+        )
+    print(
+        f"ratio last/first: median {ns_median(last) / ns_median(first):5.2f}, "
+        f"p90 {ns_p90(last) / ns_p90(first):5.2f}  (near 1.0: the cost per file does not "
+        "grow with the dataset)"
+    )
+    print(f"EndDataset of the {len(writes)}-file dataset: {big.end_ns / 1e6:.1f} ms")
+    if big.files_in_xml is None:
+        print(f"registered dataset: no new XML copy in metadataFile ({big.xml_path!r})")
+    else:
+        verdict = "all" if big.files_in_xml == len(writes) else "NOT all"
+        print(
+            f"registered dataset holds {big.files_in_xml} files ({XML_FILE_TAG} in "
+            f"{big.xml_path}): {verdict} of the {len(writes)} written"
+        )
+    before, after = big.manager_kib
+    print(
+        f"MetadataManager RSS {before / 1024:.1f} MiB before StartDataset, "
+        f"{after / 1024:.1f} MiB after EndDataset ({after - before:+d} KiB); "
+        f"StartDataset to EndDataset {big.seconds:.1f} s"
+    )
+
+
 def _frame_name(frame: str) -> str:
     """'Class.method (path/to/file.py:12)' -> 'Class.method', builtins keep their file."""
     function, _, where = frame.partition(" (")
@@ -726,6 +823,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=10_000, help="for (b); 0 skips (b)")
     parser.add_argument("--round-trips", type=int, default=500, help="for (a)")
+    parser.add_argument(
+        "--big-files", type=int, default=10_000, help="files of (d)'s dataset; 0 skips (d)"
+    )
     parser.add_argument("--profile", action="store_true", help="also run (c)")
     parser.add_argument("--profile-datasets", type=int, default=400)
     parser.add_argument(
@@ -773,6 +873,13 @@ def main() -> None:
             undelivered = int(bench.manager_proxy.read_attribute("undeliveredCount").value)
             print_memory(rows, undelivered)
             print_disk(bench.state / "outbox")
+        if options.big_files > 0:
+            print(
+                f"\n(d) one big dataset: StartDataset, {options.big_files} lastDataFile "
+                "writes, EndDataset",
+                flush=True,
+            )
+            print_big(bench.big_dataset(options.big_files))
         if options.profile:
             bench.profile(options.profile_datasets)
     finally:

@@ -38,18 +38,16 @@ def mermaid(name: str) -> str:
         for transition in state.transitions:
             guards = ", ".join(str(cond) for cond in transition.cond)
             label = transition.event + (f" [{guards}]" if guards else "")
-            if transition.internal:
-                actions = [
-                    str(spec)
-                    for spec in (*transition.before, *transition.on)
-                    if not spec.is_convention
-                ]
-                if callable(getattr(chart, f"on_{transition.event}", None)):
-                    actions.append(f"on_{transition.event}")
-                if actions:
-                    lines.append(f"    {state.id} : {label} / {', '.join(actions)}")
-            else:
-                arrows.append(f"    {state.id} --> {transition.target.id} : {label}")
+            actions = [
+                str(spec) for spec in (*transition.before, *transition.on) if not spec.is_convention
+            ]
+            if callable(getattr(chart, f"on_{transition.event}", None)):
+                actions.append(f"on_{transition.event}")
+            described = label + (f" / {', '.join(actions)}" if actions else "")
+            if not transition.internal:
+                arrows.append(f"    {state.id} --> {transition.target.id} : {described}")
+            elif actions:
+                lines.append(f"    {state.id} : {described}")
     return "\n".join([*lines, *arrows]) + "\n"
 
 

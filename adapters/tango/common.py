@@ -72,12 +72,16 @@ def fail(reason: str, description: str, origin: str) -> NoReturn:
 
 
 @contextmanager
-def client_errors(origin: str) -> Iterator[None]:
-    """Turn the core's refusals into the Tango errors clients already handle."""
+def client_errors(origin: str, refused: str = "API_CommandNotAllowed") -> Iterator[None]:
+    """Turn the core's refusals into the Tango errors clients already handle.
+
+    `refused` is the reason a refusal carries: Tango's own for a command or write, or
+    API_AttrNotAllowed for a read.
+    """
     try:
         yield
     except Refused as refusal:
-        fail("API_CommandNotAllowed", str(refusal), origin)
+        fail(refused, str(refusal), origin)
     except InvalidInput as error:
         fail("ICAT_InvalidInput", str(error), origin)
     except ConfigurationError as error:

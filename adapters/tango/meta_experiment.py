@@ -11,7 +11,7 @@ from tango.server import Device, attribute, command, run
 from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.link import Followers
-from adapters.tango.outlet import Outlet
+from adapters.tango.outlet import Outlet, reopened
 from icatcore import config, messages
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
@@ -50,15 +50,12 @@ class MetaExperiment(Device):  # type: ignore[misc]
         except ConfigurationError as error:
             return str(error)
         self.chart.settings = Settings(beamline=settings.beamline)
-        if self.outlet is not None and self.outlet.settings != settings.delivery:
-            self.outlet.close()
+        directory = common.state_directory(settings.outbox_directory, self.get_name())
+        try:
+            self.outlet = reopened(self.outlet, directory, settings.delivery)
+        except OutboxUnavailable as error:
             self.outlet = None
-        if self.outlet is None:
-            directory = common.state_directory(settings.outbox_directory, self.get_name())
-            try:
-                self.outlet = Outlet(directory, settings.delivery)
-            except OutboxUnavailable as error:
-                return str(error)
+            return str(error)
         return ""
 
     # -- attributes -----------------------------------------------------------------

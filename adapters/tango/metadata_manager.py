@@ -21,12 +21,12 @@ from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
-from adapters.tango.outlet import CLOSED, Outlet
+from adapters.tango.outlet import CLOSED, Outlet, reopened
 from icatcore import config, elogbook, messages
 from icatcore.definitions import parse_parameters
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
-from statecharts.effects import Effect, Refused, RegisterDataset
+from statecharts.effects import Effect, RegisterDataset
 from statecharts.metadata_manager import MetadataManagerChart, Settings
 
 STATES = {
@@ -100,14 +100,11 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.add_parameter_attributes(settings.parameters)
         directory = common.state_directory(settings.outbox_directory, self.get_name())
         self.copies = directory / "metadata"
-        if self.outlet is not None and self.outlet.settings != settings.delivery:
-            self.outlet.close()
+        try:
+            self.outlet = reopened(self.outlet, directory, settings.delivery)
+        except OutboxUnavailable as error:
             self.outlet = None
-        if self.outlet is None:
-            try:
-                self.outlet = Outlet(directory, settings.delivery)
-            except OutboxUnavailable as error:
-                return str(error)
+            return str(error)
         self.delivery_line = self.health().status_line(time.time())
         if self.leader is None or self.leader.leader != settings.meta_experiment:
             if self.leader is not None:
@@ -178,10 +175,8 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.name_dataset(name, "scanName")
 
     def readable_dataset_name(self, attribute: str) -> str:
-        try:
+        with common.client_errors(f"MetadataManager.{attribute}", refused="API_AttrNotAllowed"):
             return self.chart.read_dataset_name()
-        except Refused as refusal:
-            common.fail("API_AttrNotAllowed", str(refusal), f"MetadataManager.{attribute}")
 
     def name_dataset(self, name: Any, attribute: str) -> None:
         self.event("name_dataset", name=common.text_argument(name, attribute))

@@ -72,5 +72,17 @@ class Outlet:
         self.delivery.close()
 
 
+def reopened(outlet: Outlet | None, directory: Path, settings: config.Delivery) -> Outlet:
+    """The device's outlet for these settings: the same one, or a new one if they changed.
+
+    Raises OutboxUnavailable when the outbox cannot be opened.
+    """
+    if outlet is not None and outlet.settings == settings:
+        return outlet
+    if outlet is not None:
+        outlet.close()
+    return Outlet(directory, settings)
+
+
 def _encoded(journal: Mapping[str, str | None]) -> dict[str, bytes | None]:
     return {key: None if value is None else value.encode() for key, value in journal.items()}

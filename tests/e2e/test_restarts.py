@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 import tango
 
-from tests.e2e.conftest import META, OFF, ON, RUNNING, STANDBY, Beamline, wait_for
+from tests.e2e.conftest import META, OFF, ON, RUNNING, STANDBY, Beamline, Dataset, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,16 @@ def settled(beamline: Beamline, state: tango.DevState) -> None:
 STATES = [OFF, STANDBY, ON, RUNNING]
 
 
+def end_the_kept_dataset(beamline: Beamline, mark: int, files: tuple[str, ...]) -> Dataset:
+    """EndDataset after a restart registers the dataset that ran before it, whole."""
+    beamline.manager.command_inout("EndDataset")
+    [dataset] = beamline.datasets_since(mark)
+    assert dataset.name == DATASET
+    assert dataset.files == files
+    assert dataset.parameters["Sample_notes"] == "kept"
+    return dataset
+
+
 @pytest.mark.parametrize("state", STATES, ids=str)
 def test_kill_the_metadata_manager(beamline: Beamline, state: tango.DevState) -> None:
     expected = arrange(beamline, state)
@@ -81,11 +91,7 @@ def test_kill_the_metadata_manager(beamline: Beamline, state: tango.DevState) ->
     assert observed(beamline) == expected
     beamline.wait_linked()
     if state == RUNNING:
-        beamline.manager.command_inout("EndDataset")
-        [dataset] = beamline.datasets_since(mark)
-        assert dataset.name == DATASET
-        assert dataset.files == (FIRST_FILE,)
-        assert dataset.parameters["Sample_notes"] == "kept"
+        dataset = end_the_kept_dataset(beamline, mark, (FIRST_FILE,))
         assert datetime.fromisoformat(dataset.start) < killed_at, "the start time it had"
 
 
@@ -117,11 +123,7 @@ def test_kill_the_meta_experiment(beamline: Beamline, state: tango.DevState) -> 
     beamline.wait_linked()
     # the restarted MetaExperiment is followed: a write reaches the manager before it returns
     if state == RUNNING:
-        beamline.manager.command_inout("EndDataset")
-        [dataset] = beamline.datasets_since(mark)
-        assert dataset.name == DATASET
-        assert dataset.files == (FIRST_FILE, later_file)
-        assert dataset.parameters["Sample_notes"] == "kept"
+        end_the_kept_dataset(beamline, mark, (FIRST_FILE, later_file))
     beamline.meta.write_attribute("proposal", "hg501")
     assert beamline.manager.state() == STANDBY
     assert beamline.manager.proposal == "hg501"

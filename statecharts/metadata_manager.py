@@ -278,6 +278,14 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
             raise Refused(why_not(self, "read_dataset_name"))
         return self.dataset_name
 
+    def kept_dataset_name(self) -> str | None:
+        """datasetName for a restart to bring back; None while unknown.
+
+        Before the MetaExperiment is found, a name a restart remembered is not applied
+        yet: what was kept stays kept.
+        """
+        return self.dataset_name if self.linked else None
+
     def keeps_journal(self) -> bool:
         """In FAULT nothing new is written down: Reset, once the cause is fixed, does it."""
         return not self.fault.is_active

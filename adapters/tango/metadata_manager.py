@@ -468,17 +468,14 @@ class MetadataManager(Device):  # type: ignore[misc]
 
         In the outbox, not the Tango database: a few tens of microseconds instead of a
         database round trip, and in the same transaction as the registration that ends a
-        dataset, so a crash can never bring back a name already registered. Not before the
-        MetaExperiment is found: a remembered name is not applied yet. If the outbox cannot
-        keep it, the call fails with ICAT_Outbox and the device goes to FAULT.
+        dataset, so a crash can never bring back a name already registered. If the outbox
+        cannot keep it, the call fails with ICAT_Outbox and the device goes to FAULT.
         """
         if self.outlet is None or not self.chart.keeps_journal():
             return
         running = self.chart.journal()
-        now = {
-            RUNNING: running,
-            NAME: self.chart.dataset_name if self.chart.linked else self.kept[NAME],
-        }
+        name = self.chart.kept_dataset_name()
+        now = {RUNNING: running, NAME: self.kept[NAME] if name is None else name}
         changed = {key: value for key, value in now.items() if value != self.kept[key]}
         files = self.chart.files[self.kept_files :] if running is not None else []
         if not changed and not files:

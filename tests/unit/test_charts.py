@@ -227,20 +227,9 @@ def test_a_remembered_dataset_name_comes_back_when_the_meta_experiment_is_found(
     restarted.meta = session.meta
     restarted.manager.handle("experiment_lost")
     restarted.manager.remember("sample_0007")
+    assert restarted.manager.kept_dataset_name() is None, "until found, what was kept stays"
     restarted.find_meta()
     assert (restarted.observe().state, restarted.observe().dataset_name) == ("ON", "sample_0007")
-
-
-def test_a_remembered_dataset_name_is_not_kept_over_before_the_meta_experiment_is_found() -> None:
-    session = PureSession()
-    session.write_proposal("hg123")
-    session.write_sample("lysozyme")
-    restarted = PureSession()
-    restarted.meta = session.meta
-    restarted.manager.handle("experiment_lost")
-    restarted.manager.remember("sample_0007")
-    assert restarted.manager.kept_dataset_name() is None, "what was kept stays kept"
-    restarted.find_meta()
     assert restarted.manager.kept_dataset_name() == "sample_0007"
 
 

@@ -44,12 +44,21 @@ class MetaExperimentChart(StateMachine):  # type: ignore[misc]
         internal=True, cond="data_root_changes", validators="valid_data_root", on="move_data_root"
     ) | on.to.itself(internal=True)
     fail = on.to(fault) | fault.to.itself(internal=True)
+    storage_failed = fault.from_(on, fault)
     reset = fault.to.itself(internal=True, cond="still_broken") | fault.to(on)
+    configure = (
+        fault.to.itself(internal=True, cond="still_broken")
+        | fault.to(on)
+        | on.to(fault, cond="still_broken")
+        | on.to.itself(internal=True)
+    )
+    restore = on.to.itself(internal=True) | fault.to.itself(internal=True)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.experiment = Experiment()
         self.problem = ""
+        self.unsaved: list[InvestigationRecord] = []
         self.effects: list[Effect] = []
         super().__init__()
 
@@ -85,10 +94,11 @@ class MetaExperimentChart(StateMachine):  # type: ignore[misc]
     # -- actions: only a real change reaches the followers --------------------------
 
     def open_proposal(self, name: str, at: datetime) -> None:
-        self._publish(Experiment(name, SAMPLE_PLACEHOLDER, DEFAULT_DATA_ROOT))
+        """The announcement first: nothing is published or memorized before it is stored."""
         self.effects.append(
             AnnounceInvestigation(InvestigationRecord(name, self.settings.beamline, at))
         )
+        self._publish(Experiment(name, SAMPLE_PLACEHOLDER, DEFAULT_DATA_ROOT))
 
     def close_proposal(self) -> None:
         self._publish(Experiment())
@@ -102,8 +112,35 @@ class MetaExperimentChart(StateMachine):  # type: ignore[misc]
     def on_fail(self, problem: str) -> None:
         self.problem = problem
 
-    def on_reset(self, problem: str = "") -> None:
+    def on_storage_failed(self, problem: str, investigation: InvestigationRecord) -> None:
+        """The announcement could not be stored: keep it, and the experiment, for Reset."""
         self.problem = problem
+        self.unsaved.append(investigation)
+
+    def on_reset(self, problem: str = "", settings: Settings | None = None) -> None:
+        """Once fixed: store what could not be stored, then publish the experiment."""
+        if settings is not None:
+            self.settings = settings
+        self.problem = problem
+        if not problem and self.unsaved:
+            self.effects.extend(AnnounceInvestigation(record) for record in self.unsaved)
+            self.unsaved.clear()
+            self.effects.append(PublishExperiment(self.experiment))
+
+    def on_configure(
+        self, settings: Settings | None = None, problem: str = "", source: State | None = None
+    ) -> None:
+        """Init: the properties read again; a fixed FAULT is left as Reset leaves it."""
+        if source is self.fault:
+            self.on_reset(problem, settings)
+        else:
+            self.problem = problem
+            if settings is not None:
+                self.settings = settings
+
+    def on_restore(self, experiment: Experiment) -> None:
+        """Take back the memorized attributes after a restart: no announcement."""
+        self.experiment = experiment
 
     def _publish(self, experiment: Experiment) -> None:
         self.experiment = experiment
@@ -122,10 +159,6 @@ class MetaExperimentChart(StateMachine):  # type: ignore[misc]
             raise Refused(why_not(self, event)) from None
         effects, self.effects = self.effects, []
         return effects
-
-    def restore(self, experiment: Experiment) -> None:
-        """Take back the memorized attributes after a restart: no announcement."""
-        self.experiment = experiment
 
     def status(self) -> str:
         if self.current_state_value == "fault":

@@ -17,10 +17,18 @@ from typing import Any
 from statemachine import State, StateMachine
 
 from icatcore import definitions
-from icatcore.errors import InvalidInput
-from icatcore.folders import DEFAULT_PATTERN, data_folder
+from icatcore.errors import ConfigurationError, InvalidInput
+from icatcore.folders import DEFAULT_PATTERN, check_pattern, data_folder
 from icatcore.records import DatasetRecord, Experiment, ParameterValue, sample_specified
-from statecharts.effects import Effect, Refused, RegisterDataset
+from statecharts.effects import (
+    Effect,
+    KeepDatasetName,
+    KeepFile,
+    KeepParentLocation,
+    KeepRunningDataset,
+    Refused,
+    RegisterDataset,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,19 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         )
         | fault.to.itself(internal=True)
     )
+    configure = (
+        fault.to.itself(internal=True, cond="still_broken")
+        | fault.to(running, cond="dataset_started")
+        | fault.to(off)
+        | off.to(fault, cond="still_broken")
+        | standby.to(fault, cond="still_broken")
+        | on.to(fault, cond="still_broken")
+        | running.to(fault, cond="still_broken")
+        | off.to.itself(internal=True)
+        | standby.to.itself(internal=True)
+        | on.to.itself(internal=True)
+        | running.to.itself(internal=True)
+    )
     experiment_lost = (
         off.to.itself(internal=True)
         | standby.to.itself(internal=True)
@@ -86,6 +107,16 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         | running.to.itself(internal=True, validators="valid_values")
     )
     add_file = running.to.itself(internal=True, validators="valid_file")
+    set_parent_location = (
+        off.to.itself(internal=True, validators="valid_parent_location")
+        | standby.to.itself(internal=True, validators="valid_parent_location")
+        | on.to.itself(internal=True, validators="valid_parent_location")
+    )
+    clear_parent_location = (
+        off.to.itself(internal=True)
+        | standby.to.itself(internal=True)
+        | on.to.itself(internal=True)
+    )
     start_dataset = on.to(running)
     end_dataset = running.to(standby, cond="experiment_open") | running.to(off)
     abort_dataset = running.to(standby, cond="experiment_open") | running.to(off)
@@ -97,6 +128,7 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         | fault.to.itself(internal=True)
     )
     storage_failed = fault.from_(off, standby, on, running, fault)
+    restore = off.to.itself(internal=True)
     resume_dataset = off.to(running)
     reset = (
         fault.to.itself(internal=True, cond="still_broken")
@@ -107,15 +139,18 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.linked = False
+        self.unreachable = "cannot be reached; waiting for it"
         self.experiment = Experiment()
         self.dataset_name = ""
         self.parameters: dict[str, ParameterValue] = {}
         self.files: list[str] = []
+        self.last_file = ""
+        self.parent_location = ""
         self.started_at: datetime | None = None
         self.location = ""
         self.problem = ""
         self.unsaved: list[DatasetRecord] = []
-        self.remembered_dataset_name = ""
+        self.remembered: KeepDatasetName | None = None
         self.effects: list[Effect] = []
         super().__init__()
 
@@ -166,19 +201,58 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     def valid_file(self, path: str) -> None:
         definitions.check_text("lastDataFile", path)
 
+    def valid_parent_location(self, parent: str) -> None:
+        """An absolute path, or a pattern of dataFolderPattern's fields."""
+        definitions.check_text("dataset parent location", parent)
+        if not parent.startswith(("/", "{")):
+            raise InvalidInput(
+                f"dataset parent location {parent!r} is neither an absolute path nor a "
+                "pattern: give /path/to/parent or a pattern such as {dataRoot}/{proposal}"
+            )
+        try:
+            check_pattern(parent)
+        except ConfigurationError as error:
+            raise InvalidInput(str(error).replace("dataFolderPattern", "parent location")) from None
+
     # -- actions -------------------------------------------------------------------
 
     def on_experiment_changed(self, experiment: Experiment, at: datetime | None = None) -> None:
-        if self.experiment_differs(experiment):
+        if self.experiment_differs(experiment) and self.dataset_name:
             self.dataset_name = ""
+            self._keep_name()
         self.experiment = experiment
         self.linked = True
-        if self.remembered_dataset_name and self.sample_known() and not self.dataset_started():
-            self.dataset_name = self.remembered_dataset_name
-        self.remembered_dataset_name = ""
+        remembered, self.remembered = self.remembered, None
+        if (
+            remembered is not None
+            and (remembered.proposal, remembered.sample) == (experiment.proposal, experiment.sample)
+            and self.sample_known()
+            and not self.dataset_started()
+            and not self.dataset_name
+        ):
+            self.dataset_name = remembered.name
 
-    def on_experiment_lost(self) -> None:
+    def on_experiment_lost(self, why: str = "") -> None:
         self.linked = False
+        self.unreachable = why or "cannot be reached; waiting for it"
+
+    def on_configure(
+        self, settings: Settings | None = None, problem: str = "", source: State | None = None
+    ) -> None:
+        """Init: the properties read again; a fixed FAULT is left as Reset leaves it."""
+        if settings is not None:
+            if settings.meta_experiment != self.settings.meta_experiment:
+                self.linked = False
+            self.settings = settings
+        if source is self.fault:
+            self.on_reset(problem)
+        else:
+            self.problem = problem
+
+    def on_restore(self, dataset_name: str, proposal: str, sample: str, parent: str = "") -> None:
+        """What a restart kept: the name applies only to the experiment it was named under."""
+        self.remembered = KeepDatasetName(dataset_name, proposal, sample) if dataset_name else None
+        self.parent_location = parent
 
     # The state follows the facts these events changed.
 
@@ -188,21 +262,42 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     def after_experiment_lost(self) -> None:
         self.follow_facts()
 
+    def after_configure(self) -> None:
+        self.follow_facts()
+
     def after_reset(self) -> None:
         self.follow_facts()
 
     def on_name_dataset(self, name: str) -> None:
-        self.dataset_name = name
+        self.remembered = None
+        if name != self.dataset_name:
+            self.dataset_name = name
+            self._keep_name()
 
     def on_set_parameters(self, values: Mapping[str, ParameterValue]) -> None:
         self.parameters.update(values)
+        self._keep_running()
 
     def on_add_file(self, path: str) -> None:
         self.files.append(path)
+        self.last_file = path
+        self.effects.append(KeepFile(path))
+
+    def on_set_parent_location(self, parent: str) -> None:
+        self.parent_location = parent.rstrip("/") or "/"
+        self.effects.append(KeepParentLocation(self.parent_location))
+
+    def on_clear_parent_location(self) -> None:
+        if self.parent_location:
+            self.parent_location = ""
+            self.effects.append(KeepParentLocation(""))
 
     def on_start_dataset(self, at: datetime) -> None:
-        self.started_at = at
+        self.remembered = None
         self.location = self.data_folder()
+        self.started_at = at
+        self.last_file = ""
+        self._keep_running()
 
     def on_end_dataset(self, at: datetime) -> None:
         self._register(at, complete=True)
@@ -221,31 +316,52 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         if dataset is not None:
             self.unsaved.append(dataset)
 
-    def on_reset(self, problem: str = "") -> None:
+    def on_reset(self, problem: str = "", settings: Settings | None = None) -> None:
+        """Once fixed: store what could not be stored, and write the journal anew."""
+        if settings is not None:
+            self.settings = settings
         self.problem = problem
         if not problem:
             self.effects.extend(RegisterDataset(dataset) for dataset in self.unsaved)
             self.unsaved.clear()
+            self._keep_name()
+            self.effects.append(KeepParentLocation(self.parent_location))
+            journal = self.journal()
+            if journal is not None:
+                self.effects.append(KeepRunningDataset(journal, tuple(self.files)))
+
+    def _keep_name(self) -> None:
+        self.effects.append(
+            KeepDatasetName(self.dataset_name, self.experiment.proposal, self.experiment.sample)
+        )
+
+    def _keep_running(self) -> None:
+        journal = self.journal()
+        if journal is not None:
+            self.effects.append(KeepRunningDataset(journal))
 
     def _register(self, at: datetime, *, complete: bool) -> None:
+        """The cleared datasetName is kept before the registration: the shell writes both
+        in one transaction, so a crash can never bring back a name already registered."""
         assert self.started_at is not None
-        self.effects.append(
-            RegisterDataset(
-                DatasetRecord(
-                    proposal=self.experiment.proposal,
-                    beamline=self.settings.beamline,
-                    name=self.dataset_name,
-                    location=self.location,
-                    sample=self.experiment.sample,
-                    start=self.started_at,
-                    end=at,
-                    complete=complete,
-                    parameters=dict(self.parameters),
-                    datafiles=tuple(self.files),
-                )
+        registration = RegisterDataset(
+            DatasetRecord(
+                proposal=self.experiment.proposal,
+                beamline=self.settings.beamline,
+                name=self.dataset_name,
+                location=self.location,
+                sample=self.experiment.sample,
+                start=self.started_at,
+                end=at,
+                complete=complete,
+                parameters=dict(self.parameters),
+                datafiles=tuple(self.files),
             )
         )
+        self.remembered = None
         self.dataset_name = ""
+        self._keep_name()
+        self.effects.append(registration)
         self.parameters = {}
         self.files = []
         self.started_at = None
@@ -257,11 +373,19 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
     def state_name(self) -> str:
         return str(self.current_state.name)
 
+    def folder_pattern(self) -> str:
+        """dataFolderPattern, or PARENT/{datasetName} while a parent location is set."""
+        if self.parent_location:
+            return self.parent_location.rstrip("/") + "/{datasetName}"
+        return self.settings.data_folder_pattern
+
     def data_folder(self) -> str:
-        if self.current_state_value == "off" and not self.dataset_started():
-            return self.settings.data_folder_pattern
+        if self.dataset_started():
+            return self.location
+        if self.current_state_value == "off":
+            return self.folder_pattern()
         return data_folder(
-            self.settings.data_folder_pattern,
+            self.folder_pattern(),
             data_root=self.experiment.data_root,
             proposal=self.experiment.proposal,
             beamline=self.settings.beamline,
@@ -277,18 +401,6 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         if not self.sample_known():
             raise Refused(why_not(self, "read_dataset_name"))
         return self.dataset_name
-
-    def kept_dataset_name(self) -> str | None:
-        """datasetName for a restart to bring back; None while unknown.
-
-        Before the MetaExperiment is found, a name a restart remembered is not applied
-        yet: what was kept stays kept.
-        """
-        return self.dataset_name if self.linked else None
-
-    def keeps_journal(self) -> bool:
-        """In FAULT nothing new is written down: Reset, once the cause is fixed, does it."""
-        return not self.fault.is_active
 
     def journal(self) -> str | None:
         """The running dataset but its files, as text, for a restart to resume it.
@@ -318,6 +430,8 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
         self.location = entry["location"]
         self.parameters = dict(entry["parameters"])
         self.files = [*entry.get("files", ()), *files]
+        self.last_file = self.files[-1] if self.files else ""
+        self.linked = False
 
     def take_effects(self) -> list[Effect]:
         effects, self.effects = self.effects, []
@@ -331,10 +445,6 @@ class MetadataManagerChart(StateMachine):  # type: ignore[misc]
             raise Refused(why_not(self, event)) from None
         return self.take_effects()
 
-    def remember(self, dataset_name: str) -> None:
-        """A restart kept this datasetName: it applies when the MetaExperiment is found."""
-        self.remembered_dataset_name = dataset_name
-
 
 EVENT_NAMES = {
     "name_dataset": "datasetName cannot be written",
@@ -345,6 +455,8 @@ EVENT_NAMES = {
     "end_dataset": "EndDataset is not allowed",
     "abort_dataset": "AbortDataset is not allowed",
     "reset": "Reset is not needed",
+    "set_parent_location": "the dataset parent location cannot change",
+    "clear_parent_location": "the dataset parent location cannot change",
 }
 
 
@@ -362,11 +474,19 @@ def _missing(chart: MetadataManagerChart, event: str) -> str:
     if event == "reset":
         return "Reset only leaves FAULT"
     if state == "running":
-        return f"dataset {chart.dataset_name!r} is RUNNING; call EndDataset or AbortDataset first"
+        fixed = (
+            " (the running dataset's folder is already fixed)"
+            if event.endswith("parent_location")
+            else ""
+        )
+        return (
+            f"dataset {chart.dataset_name!r} is RUNNING{fixed}; "
+            "call EndDataset or AbortDataset first"
+        )
     if event in ("end_dataset", "abort_dataset", "add_file"):
         return "no dataset is running; call StartDataset first"
     if not chart.linked:
-        return f"MetaExperiment {meta} cannot be reached; start it"
+        return f"MetaExperiment {meta} {chart.unreachable}"
     if not chart.experiment.proposal:
         return f"no proposal; write proposal on {meta}"
     if not chart.sample_known():
@@ -382,10 +502,13 @@ def describe(chart: MetadataManagerChart) -> str:
     if state == "fault":
         return f"FAULT: {chart.problem}. Fix it, then call Reset."
     if state == "running":
-        return (
+        running = (
             f"Dataset {chart.dataset_name!r} is RUNNING for proposal {experiment.proposal}, "
             f"sample {experiment.sample!r}, in {chart.location}"
         )
+        if not chart.linked:
+            running += f"; MetaExperiment {meta} {chart.unreachable}"
+        return running
     if state == "on":
         return (
             f"Ready: dataset {chart.dataset_name!r} for proposal {experiment.proposal}, "
@@ -399,5 +522,5 @@ def describe(chart: MetadataManagerChart) -> str:
             )
         return f"Proposal {experiment.proposal}, sample {experiment.sample!r}: write datasetName"
     if not chart.linked:
-        return f"OFF: MetaExperiment {meta} cannot be reached; waiting for it"
+        return f"OFF: MetaExperiment {meta} {chart.unreachable}"
     return f"OFF: no proposal on {meta}"

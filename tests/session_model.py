@@ -12,7 +12,17 @@ from datetime import UTC, datetime, timedelta
 from icatcore.definitions import parse_parameters
 from icatcore.errors import InvalidInput
 from icatcore.records import DatasetRecord
-from statecharts.effects import Effect, PublishExperiment, Refused, RegisterDataset
+from statecharts.effects import (
+    AnnounceInvestigation,
+    Effect,
+    KeepDatasetName,
+    KeepFile,
+    KeepParentLocation,
+    KeepRunningDataset,
+    PublishExperiment,
+    Refused,
+    RegisterDataset,
+)
 from statecharts.meta_experiment import MetaExperimentChart
 from statecharts.meta_experiment import Settings as MetaSettings
 from statecharts.metadata_manager import MetadataManagerChart, Settings
@@ -64,6 +74,10 @@ class PureSession:
         self.registered: list[DatasetRecord] = []
         self.announced = 0
         self.meta_reachable = True
+        self.kept_name: KeepDatasetName | None = None
+        self.kept_parent = ""
+        self.kept_running: str | None = None
+        self.kept_files: list[str] = []
 
     def _run(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -75,8 +89,43 @@ class PureSession:
                 )
             elif isinstance(effect, RegisterDataset):
                 self.registered.append(effect.dataset)
-            else:
+                self.kept_running, self.kept_files = None, []
+            elif isinstance(effect, AnnounceInvestigation):
                 self.announced += 1
+            else:
+                self._keep(effect)
+
+    def _keep(self, effect: Effect) -> None:
+        """The journal, as the device's outbox keeps it."""
+        if isinstance(effect, KeepDatasetName):
+            self.kept_name = effect
+        elif isinstance(effect, KeepParentLocation):
+            self.kept_parent = effect.parent
+        elif isinstance(effect, KeepRunningDataset):
+            self.kept_running = effect.journal
+            if effect.files is not None:
+                self.kept_files = list(effect.files)
+        elif isinstance(effect, KeepFile):
+            self.kept_files.append(effect.path)
+
+    def restart_manager(self) -> None:
+        """A new process: a new chart from the journal, then the MetaExperiment asked."""
+        chart = MetadataManagerChart(self.manager.settings)
+        name = self.kept_name or KeepDatasetName("", "", "")
+        chart.handle(
+            "restore",
+            dataset_name=name.name,
+            proposal=name.proposal,
+            sample=name.sample,
+            parent=self.kept_parent,
+        )
+        if self.kept_running is not None:
+            chart.handle("resume_dataset", journal=self.kept_running, files=self.kept_files)
+        self.manager = chart
+        if self.meta_reachable:
+            self.find_meta()
+        else:
+            self._manager("experiment_lost")
 
     def _meta(self, event: str, **arguments: object) -> None:
         if not self.meta_reachable:
@@ -122,6 +171,12 @@ class PureSession:
 
     def add_file(self, path: str) -> None:
         self._manager("add_file", path=path)
+
+    def set_parent_location(self, parent: str) -> None:
+        self._manager("set_parent_location", parent=parent)
+
+    def clear_parent_location(self) -> None:
+        self._manager("clear_parent_location")
 
     def lose_meta(self) -> None:
         self.meta_reachable = False

@@ -26,37 +26,44 @@ MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"
 class MetaExperiment(Device):  # type: ignore[misc]
     """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
 
+    chart: MetaExperimentChart
+
     def init_device(self) -> None:
+        """A new process takes back the memorized experiment; `Init` keeps it as it is.
+        Either way the followers are found and told before the device accepts calls."""
         super().init_device()
-        self.audience = Followers(self.get_name())
-        self.outlet: Outlet | None = None
-        self.chart = MetaExperimentChart(Settings(beamline=""))
-        for name in ("State", "Status", *MEMORIZED):
-            self.set_change_event(name, True, False)
-        self.chart.restore(self.memorized())
-        problem = self.configure()
-        if problem:
-            self.chart.handle("fail", problem=problem)
-        self.publish_state()
+        if not hasattr(self, "chart"):
+            self.audience = Followers(self.get_name())
+            self.outlet: Outlet | None = None
+            self.chart = MetaExperimentChart(Settings(beamline=""))
+            for name in ("State", "Status", *MEMORIZED):
+                self.set_change_event(name, True, False)
+            self.chart.handle("restore", experiment=self.memorized())
+        settings, problem = self.configure()
+        self.event("configure", settings=settings, problem=problem)
+        self.audience.discover(common.database(), self.chart.experiment)
 
     def delete_device(self) -> None:
+        """Init keeps everything; only a server that shuts down lets go."""
+        if not tango.Util.instance().is_svr_shutting_down():
+            return
+        self.audience.close()
         if self.outlet is not None:
             self.outlet.close()
 
-    def configure(self) -> str:
+    def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open the outbox; the problem, if any, in words."""
         try:
             settings = config.meta_experiment(common.properties(self))
         except ConfigurationError as error:
-            return str(error)
-        self.chart.settings = Settings(beamline=settings.beamline)
+            return None, str(error)
         directory = common.state_directory(settings.outbox_directory, self.get_name())
         try:
             self.outlet = reopened(self.outlet, directory, settings.delivery)
         except OutboxUnavailable as error:
             self.outlet = None
-            return str(error)
-        return ""
+            return Settings(beamline=settings.beamline), str(error)
+        return Settings(beamline=settings.beamline), ""
 
     # -- attributes -----------------------------------------------------------------
 
@@ -100,33 +107,45 @@ class MetaExperiment(Device):  # type: ignore[misc]
     @command
     def Reset(self) -> None:
         """Re-read the configuration, reopen the outbox, and leave FAULT if all is well."""
-        with common.client_errors("MetaExperiment.Reset"):
-            self.chart.handle("reset", problem=self.configure())
-            self.publish_state()
+        settings, problem = self.configure()
+        self.event("reset", problem=problem, settings=settings)
 
     # -- the shell: event in, effects out -------------------------------------------
 
     def event(self, event: str, /, **arguments: object) -> None:
         with common.client_errors(f"MetaExperiment.{event}"):
-            self.run(self.chart.handle(event, **arguments))
-            self.publish_state()
+            try:
+                self.run(self.chart.handle(event, **arguments))
+            finally:
+                self.publish_state()
 
     def run(self, effects: list[Effect]) -> None:
+        """In the chart's order: an announcement is stored before anything is published
+        or memorized; if it cannot be, the rest waits for Reset."""
         for effect in effects:
-            if isinstance(effect, PublishExperiment):
+            if isinstance(effect, AnnounceInvestigation):
+                self.announce(effect)
+            elif isinstance(effect, PublishExperiment):
                 self.memorize(effect.experiment)
                 self.audience.publish(effect.experiment)
                 self.push_experiment(effect.experiment)
-            elif isinstance(effect, AnnounceInvestigation) and self.outlet is not None:
-                self.outlet.put(
-                    icat_message(
-                        id=common.new_id(),
-                        created=common.epoch(),
-                        kind=Kind.INVESTIGATION,
-                        queue=self.outlet.queue,
-                        xml=messages.investigation_xml(effect.investigation),
-                    )
-                )
+
+    def announce(self, effect: AnnounceInvestigation) -> None:
+        message = icat_message(
+            id=common.new_id(),
+            created=common.epoch(),
+            kind=Kind.INVESTIGATION,
+            queue=self.outlet.queue if self.outlet is not None else "",
+            xml=messages.investigation_xml(effect.investigation),
+        )
+        try:
+            if self.outlet is None:
+                raise OutboxUnavailable("the outbox could not be opened; see Status")
+            self.outlet.put(message)
+        except OutboxUnavailable as error:
+            problem = f"the outbox cannot keep the investigation message: {error}"
+            self.chart.handle("storage_failed", problem=problem, investigation=effect.investigation)
+            common.fail("ICAT_Outbox", f"{problem}. Then call Reset.", "MetaExperiment")
 
     def publish_state(self) -> None:
         state = STATES[self.chart.current_state_value]

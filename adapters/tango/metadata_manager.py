@@ -6,9 +6,11 @@ returns are stored durably before the call returns; the device shows the chart's
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +28,14 @@ from icatcore import config, elogbook, messages
 from icatcore.definitions import parse_parameters
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
-from statecharts.effects import Effect, RegisterDataset
+from statecharts.effects import (
+    Effect,
+    KeepDatasetName,
+    KeepFile,
+    KeepParentLocation,
+    KeepRunningDataset,
+    RegisterDataset,
+)
 from statecharts.metadata_manager import MetadataManagerChart, Settings
 
 STATES = {
@@ -41,25 +50,41 @@ HEALTH_PERIOD_S = 1.0
 QUICK_REFRESH_S = 0.1
 KEPT_COPIES = 1000
 PRUNE_EVERY = 100
+MESSAGES_KEPT = 100
 RUNNING = "running dataset"
 NAME = "datasetName"
-"""The outbox journal's entries: the dataset in progress, and the memorized name."""
+PARENT = "dataset parent location"
+"""The outbox journal's entries: the dataset in progress, the memorized name (with the
+experiment it was named under) and the dataset parent location."""
 
 
 class MetadataManager(Device):  # type: ignore[misc]
-    """Holds the dataset; registers it with ICAT when it ends, and never loses it."""
+    """Holds the dataset; registers it with ICAT when it ends, and never loses it.
+
+    `Init` keeps the chart: it re-reads the properties and hands them to the chart, so
+    the running dataset, datasetName and the link stay as they were. A new process takes
+    back what the outbox's journal kept, then asks its MetaExperiment before it accepts
+    calls.
+    """
+
+    chart: MetadataManagerChart
 
     def init_device(self) -> None:
         super().init_device()
+        if not hasattr(self, "chart"):
+            self.start_up()
+        else:
+            self.reconfigure()
+
+    def start_up(self) -> None:
         self.outlet: Outlet | None = None
         self.leader: Leader | None = None
         self.watcher: threading.Thread | None = None
         self.parameter_names: tuple[str, ...] = ()
-        self.last_file = ""
         self.metadata_file = ""
         self.copies_written = 0
         self.shown: tuple[object, ...] = ()
-        self.kept_files = 0
+        self.messages: deque[str] = deque(maxlen=MESSAGES_KEPT)
         self.stopping = threading.Event()
         self.stored = threading.Event()
         self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
@@ -67,55 +92,90 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
         for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
             self.set_change_event(name, True, False)
-        problem = self.configure()
-        self.kept: dict[str, str | None] = {
-            key: self.outlet.recall(key) if self.outlet else None for key in (RUNNING, NAME)
-        }
-        self.chart.remember(self.kept[NAME] or "")
-        running = self.kept[RUNNING]
-        if running is not None:
-            files: list[str] = self.outlet.recall_items(RUNNING) if self.outlet else []
-            self.chart.handle("resume_dataset", journal=running, files=files)
-            self.kept_files = len(files)
-        if problem:
-            self.chart.handle("fail", problem=problem)
+        settings, problem = self.configure()
+        self.recall()
+        self.chart.handle("configure", settings=settings, problem=problem)
+        if self.leader is not None:
+            self.leader.ask_now()
         self.publish()
         self.follow()
 
-    def follow(self) -> None:
-        """Start following the MetaExperiment once what a restart kept is back in the chart."""
-        if self.leader is not None and not self.leader.thread.is_alive():
-            self.leader.start()
+    def recall(self) -> None:
+        """What the journal kept: datasetName (for its experiment), the parent location
+        and the running dataset with its files."""
+        if self.outlet is None:
+            return
+        kept = self.outlet.recall(NAME) or ""
+        try:
+            name = json.loads(kept or "{}")
+        except ValueError:  # kept by an earlier version, without its experiment
+            name = {"name": kept}
+        self.chart.handle(
+            "restore",
+            dataset_name=name.get("name", ""),
+            proposal=name.get("proposal", ""),
+            sample=name.get("sample", ""),
+            parent=self.outlet.recall(PARENT) or "",
+        )
+        running = self.outlet.recall(RUNNING)
+        if running is not None:
+            files = self.outlet.recall_items(RUNNING)
+            self.chart.handle("resume_dataset", journal=running, files=files)
 
-    def configure(self) -> str:
+    def server_init_hook(self) -> None:
+        """Once exported, ask again: a change published while this device was starting
+        could not reach it."""
+        if self.leader is not None:
+            with tango.AutoTangoMonitor(self):
+                self.leader.ask_now()
+
+    def reconfigure(self) -> None:
+        """Init: read every property again; what runs keeps running."""
+        with common.client_errors("MetadataManager.Init"):
+            leader = self.leader
+            settings, problem = self.configure()
+            self.run(self.chart.handle("configure", settings=settings, problem=problem))
+            if self.leader is not None and self.leader is not leader:
+                self.leader.ask_now()
+            self.publish()
+            self.follow()
+
+    def follow(self) -> None:
+        if self.leader is not None:
+            self.leader.start()
+        if self.watcher is None and self.outlet is not None:
+            self.watcher = threading.Thread(target=self.watch_health, daemon=True)
+            self.watcher.start()
+
+    def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open what they name; the problem, if any, in words."""
         try:
             settings = config.metadata_manager(common.properties(self))
         except ConfigurationError as error:
-            return str(error)
+            return None, str(error)
         self.settings = settings
-        self.chart.settings = Settings(
-            settings.beamline, settings.meta_experiment, settings.data_folder_pattern
-        )
         self.add_parameter_attributes(settings.parameters)
         directory = common.state_directory(settings.outbox_directory, self.get_name())
         self.copies = directory / "metadata"
+        chart_settings = Settings(
+            settings.beamline, settings.meta_experiment, settings.data_folder_pattern
+        )
         try:
             self.outlet = reopened(self.outlet, directory, settings.delivery)
         except OutboxUnavailable as error:
             self.outlet = None
-            return str(error)
+            return chart_settings, str(error)
         self.delivery_line = self.health().status_line(time.time())
         if self.leader is None or self.leader.leader != settings.meta_experiment:
             if self.leader is not None:
                 self.leader.stop()
             self.leader = Leader(self.get_name(), settings.meta_experiment, self.found, self.lost)
-        if self.watcher is None:
-            self.watcher = threading.Thread(target=self.watch_health, daemon=True)
-            self.watcher.start()
-        return ""
+        return chart_settings, ""
 
     def delete_device(self) -> None:
+        """Init keeps everything; only a server that shuts down lets go."""
+        if not tango.Util.instance().is_svr_shutting_down():
+            return
         self.stopping.set()
         self.housekeeper.stop()
         if self.leader is not None:
@@ -133,9 +193,11 @@ class MetadataManager(Device):  # type: ignore[misc]
         with tango.AutoTangoMonitor(self):
             self.take_experiment(answer)
 
-    def lost(self) -> None:
+    def lost(self, why: str, heard: int) -> None:
+        """Unless an answer came since the failed call began: that one is newer."""
         with tango.AutoTangoMonitor(self):
-            self.event("experiment_lost")
+            if self.leader is not None and self.leader.heard == heard:
+                self.event("experiment_lost", why=why)
 
     @command(dtype_in=str)
     def ExperimentChanged(self, text: str) -> None:
@@ -191,13 +253,16 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
     def lastDataFile(self) -> str:
-        return self.last_file
+        return self.chart.last_file
 
     @lastDataFile.write
     def lastDataFile(self, path: Any) -> None:
-        path = common.text_argument(path, "lastDataFile")
-        self.event("add_file", path=path)
-        self.last_file = path
+        self.event("add_file", path=common.text_argument(path, "lastDataFile"))
+
+    @attribute(dtype=(str,), max_dim_x=MESSAGES_KEPT)
+    def messageList(self) -> list[str]:
+        """The device's recent messages, newest last (tango-metadata's attribute)."""
+        return list(self.messages)
 
     @attribute(dtype=(str,), max_dim_x=100000)
     def datafileList(self) -> list[str]:
@@ -267,6 +332,26 @@ class MetadataManager(Device):  # type: ignore[misc]
     def EndScan(self) -> None:
         self.EndDataset()
 
+    @command
+    def AbortScan(self) -> None:
+        self.AbortDataset()
+
+    @command(dtype_in=str)
+    def setDatasetParentLocation(self, parent: Any) -> None:
+        """The next datasets go to PARENT/datasetName instead of dataFolderPattern."""
+        self.event(
+            "set_parent_location",
+            parent=common.text_argument(parent, "dataset parent location"),
+        )
+
+    @command(dtype_out=str)
+    def getDatasetParentLocation(self) -> str:
+        return self.chart.parent_location
+
+    @command
+    def clearDatasetParentLocation(self) -> None:
+        self.event("clear_parent_location")
+
     @command(dtype_in=str)
     def SetParameters(self, text: Any) -> None:
         with common.client_errors("MetadataManager.SetParameters"):
@@ -309,9 +394,9 @@ class MetadataManager(Device):  # type: ignore[misc]
     def Reset(self) -> None:
         """Re-read the configuration, reopen the outbox, and let the chart recompute."""
         with common.client_errors("MetadataManager.Reset"):
-            self.run(self.chart.handle("reset", problem=self.configure()))
+            settings, problem = self.configure()
+            self.run(self.chart.handle("reset", problem=problem, settings=settings))
             self.publish()
-            self.keep()
             self.follow()
 
     # -- the shell: event in, effects out, state shown ------------------------------
@@ -320,16 +405,46 @@ class MetadataManager(Device):  # type: ignore[misc]
         with common.client_errors(f"MetadataManager.{event}"):
             try:
                 self.run(self.chart.handle(event, **arguments))
-                self.keep()
             finally:
                 self.publish()
 
     def run(self, effects: list[Effect]) -> None:
+        """Write what the chart asked for: the journal effects before a registration go
+        in its transaction, the others in one note at the end."""
+        journal: dict[str, str | None] = {}
+        files: list[str] = []
         for effect in effects:
             if isinstance(effect, RegisterDataset):
-                self.register(effect)
+                self.register(effect, {**journal, RUNNING: None})
+                journal, files = {}, []
+            elif isinstance(effect, KeepDatasetName):
+                journal[NAME] = json.dumps(
+                    {"name": effect.name, "proposal": effect.proposal, "sample": effect.sample}
+                )
+            elif isinstance(effect, KeepRunningDataset):
+                if effect.files is not None:
+                    self.note({RUNNING: None}, [])
+                    files = list(effect.files)
+                journal[RUNNING] = effect.journal
+            elif isinstance(effect, KeepFile):
+                files.append(effect.path)
+            elif isinstance(effect, KeepParentLocation):
+                journal[PARENT] = effect.parent or None
+        if journal or files:
+            self.note(journal, files)
 
-    def register(self, effect: RegisterDataset) -> None:
+    def note(self, journal: Mapping[str, str | None], files: list[str]) -> None:
+        """Keep work in progress for a restart; if the outbox cannot, FAULT until Reset."""
+        if self.outlet is None:
+            return
+        try:
+            self.outlet.note(journal, {RUNNING: files})
+        except OutboxUnavailable as error:
+            self.storage_problem = f"the outbox cannot keep the running dataset: {error}"
+            self.chart.handle("storage_failed", problem=self.storage_problem)
+            common.fail("ICAT_Outbox", f"{self.storage_problem}. Then call Reset.", "keep")
+
+    def register(self, effect: RegisterDataset, journal: Mapping[str, str | None]) -> None:
         xml = messages.dataset_xml(effect.dataset, machine=common.MACHINE, software=common.SOFTWARE)
         message = icat_message(
             id=common.new_id(),
@@ -339,13 +454,19 @@ class MetadataManager(Device):  # type: ignore[misc]
             xml=xml,
         )
         try:
-            self.store(message, journal={RUNNING: None, NAME: self.chart.dataset_name})
+            self.store(message, journal=journal)
         except tango.DevFailed:
             self.chart.handle(
                 "storage_failed", problem=self.storage_problem, dataset=effect.dataset
             )
             raise
+        self.remember_message(
+            f"dataset {effect.dataset.name!r} stored for ICAT (message {message.id})"
+        )
         self.keep_copy(message.id, xml)
+
+    def remember_message(self, text: str) -> None:
+        self.messages.append(f"{common.now().isoformat(timespec='seconds')} {text}")
 
     def keep_copy(self, message_id: str, xml: bytes) -> None:
         """The dataset's XML as a file too, for people who look; the outbox is what counts."""
@@ -373,9 +494,6 @@ class MetadataManager(Device):  # type: ignore[misc]
             common.fail("ICAT_Outbox", self.storage_problem, "MetadataManager")
         try:
             self.outlet.put(message, journal=journal or {})
-            self.kept.update(journal or {})
-            if self.kept[RUNNING] is None:
-                self.kept_files = 0
             self.stored.set()
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"
@@ -424,6 +542,8 @@ class MetadataManager(Device):  # type: ignore[misc]
         )
         if shown == self.shown:
             return
+        if state != (self.shown[0] if self.shown else None):
+            self.remember_message(f"{state}: {status.splitlines()[0]}")
         for name, value, before in zip(
             ("State", "Status", *FOLLOWED), shown, self.shown or (None,) * len(shown), strict=True
         ):
@@ -437,7 +557,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         Every second, and a tenth of a second after a message was stored, so that Status
         soon tells of it without a call paying for the outbox queries.
         """
-        seen: tuple[object, ...] = ()
+        seen: tuple[int, str] | tuple[()] = ()
         while not self.stopping.is_set():
             self.stored.wait(HEALTH_PERIOD_S)
             self.stored.clear()
@@ -454,6 +574,7 @@ class MetadataManager(Device):  # type: ignore[misc]
                     self.delivery_line = health.status_line(time.time())
                     self.publish()
                     if now != seen:
+                        self.tell_delivery(seen, now)
                         self.push_change_event("undeliveredCount", now[0])
                         self.push_change_event("lastDeliveryError", now[1])
             except tango.DevFailed as error:  # a call held the monitor too long: next time
@@ -461,34 +582,12 @@ class MetadataManager(Device):  # type: ignore[misc]
                 continue
             seen = now
 
-    # -- what a restart takes back: kept in the outbox's journal ----------------------
-
-    def keep(self) -> None:
-        """Keep the running dataset and datasetName for a restart, at each change.
-
-        In the outbox, not the Tango database: a few tens of microseconds instead of a
-        database round trip, and in the same transaction as the registration that ends a
-        dataset, so a crash can never bring back a name already registered. If the outbox
-        cannot keep it, the call fails with ICAT_Outbox and the device goes to FAULT.
-        """
-        if self.outlet is None or not self.chart.keeps_journal():
-            return
-        running = self.chart.journal()
-        name = self.chart.kept_dataset_name()
-        now = {RUNNING: running, NAME: self.kept[NAME] if name is None else name}
-        changed = {key: value for key, value in now.items() if value != self.kept[key]}
-        files = self.chart.files[self.kept_files :] if running is not None else []
-        if not changed and not files:
-            return
-        try:
-            self.outlet.note(changed, {RUNNING: files})
-        except OutboxUnavailable as error:
-            self.storage_problem = f"the outbox cannot keep the running dataset: {error}"
-            self.chart.handle("storage_failed", problem=self.storage_problem)
-            self.publish()
-            common.fail("ICAT_Outbox", f"{self.storage_problem}. Then call Reset.", "keep")
-        self.kept.update(changed)
-        self.kept_files = len(self.chart.files) if running is not None else 0
+    def tell_delivery(self, before: tuple[int, str] | tuple[()], now: tuple[int, str]) -> None:
+        """messageList: deliveries and delivery errors, as the health watcher sees them."""
+        if before and now[0] < before[0] and not now[1]:
+            self.remember_message(f"delivered; {now[0]} message(s) waiting")
+        if now[1] and now[1] != (before[1] if before else ""):
+            self.remember_message(f"delivery error: {now[1]}")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -184,15 +184,15 @@ def test_a_dataset_that_could_not_be_stored_is_registered_again_after_reset() ->
     [dataset] = session.registered
     effects = session.manager.handle("storage_failed", problem="disk full", dataset=dataset)
     assert effects == []
-    assert session.manager.handle("reset", problem="") == [RegisterDataset(dataset)]
+    assert session.manager.handle("reset", problem="")[0] == RegisterDataset(dataset)
 
 
-def test_opening_a_proposal_resets_sample_and_data_root_and_announces_it() -> None:
+def test_opening_a_proposal_announces_it_before_publishing_the_reset_sample_and_root() -> None:
     chart = MetaExperimentChart(MetaSettings("id00"))
     effects = chart.handle("write_proposal", name="hg123", at=None)
-    assert effects[0] == PublishExperiment(Experiment("hg123", "please enter", "/data/visitor"))
-    assert isinstance(effects[1], AnnounceInvestigation)
-    assert effects[1].investigation.proposal == "hg123"
+    assert isinstance(effects[0], AnnounceInvestigation)
+    assert effects[0].investigation.proposal == "hg123"
+    assert effects[1] == PublishExperiment(Experiment("hg123", "please enter", "/data/visitor"))
     assert chart.handle("write_proposal", name="hg123", at=None) == []
 
 
@@ -220,24 +220,20 @@ def test_meta_experiment_refuses_control_characters() -> None:
 
 
 def test_a_remembered_dataset_name_comes_back_when_the_meta_experiment_is_found() -> None:
-    session = PureSession()
-    session.write_proposal("hg123")
-    session.write_sample("lysozyme")
-    restarted = PureSession()
-    restarted.meta = session.meta
-    restarted.manager.handle("experiment_lost")
-    restarted.manager.remember("sample_0007")
-    assert restarted.manager.kept_dataset_name() is None, "until found, what was kept stays"
-    restarted.find_meta()
-    assert (restarted.observe().state, restarted.observe().dataset_name) == ("ON", "sample_0007")
-    assert restarted.manager.kept_dataset_name() == "sample_0007"
+    session = ready_session()
+    session.meta_reachable = False
+    session.restart_manager()
+    assert session.observe().state == "OFF"
+    session.find_meta()
+    assert (session.observe().state, session.observe().dataset_name) == ("ON", "sample_0001")
 
 
-def test_a_remembered_dataset_name_needs_a_sample() -> None:
-    session = PureSession()
-    session.manager.handle("experiment_lost")
-    session.manager.remember("sample_0007")
-    session.write_proposal("hg123")
+def test_a_remembered_dataset_name_applies_only_to_the_experiment_it_was_named_under() -> None:
+    session = ready_session()
+    session.meta_reachable = False
+    session.restart_manager()
+    session.meta_reachable = True
+    session.write_sample("thaumatin")
     session.find_meta()
     assert (session.observe().state, session.manager.dataset_name) == ("STANDBY", "")
 

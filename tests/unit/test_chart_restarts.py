@@ -3,6 +3,8 @@ new process needs to carry on as if nothing happened (SPEC "Processes and start-
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -70,10 +72,11 @@ def test_the_parent_location_survives_a_restart_and_sets_the_folder() -> None:
 def test_the_parent_location_cannot_change_while_a_dataset_runs() -> None:
     session = named_session()
     session.start_dataset()
-    for change in (
+    changes: tuple[Callable[[], None], ...] = (
         lambda: session.set_parent_location("/data/other"),
         session.clear_parent_location,
-    ):
+    )
+    for change in changes:
         try:
             change()
         except Rejected as refusal:
@@ -118,7 +121,7 @@ STEPS = st.lists(
 
 def act(session: PureSession, step: str, n: int) -> str:
     """One client call; the refusal's text, or "" when it was accepted."""
-    calls = {
+    calls: dict[str, Callable[[], None]] = {
         "name": lambda: session.write_dataset_name(f"ds_{n}"),
         "unname": lambda: session.write_dataset_name(""),
         "start": session.start_dataset,

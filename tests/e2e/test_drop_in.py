@@ -7,11 +7,13 @@ returns)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import tango
 
 from tests.e2e.conftest import MANAGER, META, OFF, ON, RUNNING, STANDBY, Beamline
+from tests.services.servers import Server, register
 
 pytestmark = pytest.mark.slow
 
@@ -205,3 +207,30 @@ def test_status_names_an_unreachable_meta_experiment_while_running(beamline: Bea
     beamline.manager.command_inout("EndDataset")
     assert beamline.manager.state() == STANDBY
     assert MANAGER in beamline.meta.followers
+
+
+def test_a_misspelt_meta_experiment_is_named_as_not_defined(
+    beamline: Beamline, tmp_path: Path
+) -> None:
+    typo = "id00/metadata/typo"
+    register(
+        beamline.tango_host,
+        "MetadataManager/typo",
+        "MetadataManager",
+        {typo: {"beamlineID": ["id00"], "metaExperimentDevice": ["id00/metaexp/tset"]}},
+    )
+    server = Server(
+        "MetadataManager",
+        "typo",
+        beamline.tango_host,
+        tmp_path / "typo.log",
+        [typo],
+        {"ICAT_SERVERS_STATE": str(tmp_path)},
+    )
+    server.start()
+    try:
+        device = beamline.proxy(typo)
+        assert device.state() == OFF
+        assert "id00/metaexp/tset is not defined in the Tango database" in device.status()
+    finally:
+        server.kill()

@@ -5,13 +5,15 @@ second: that (re)registers it and answers the experiment. A MetaExperiment that 
 finds its followers in the Tango database and tells them before it accepts calls, then
 calls `ExperimentChanged` on each of them before a write returns: a client never polls
 for a state it just caused. Each message carries the leader's run id and a revision, so an
-older answer never overwrites a newer one.
+older answer never overwrites a newer one: runs are ordered by their start time, so a
+late answer of a MetaExperiment that has since restarted is older too.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +77,7 @@ class Followers:
 
     def __init__(self, leader: str) -> None:
         self.leader = leader
-        self.run = str(uuid.uuid4())
+        self.run = f"{time.time_ns():020d}-{uuid.uuid4()}"
         self.revision = 0
         self.proxies: dict[str, tango.DeviceProxy | None] = {}
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="followers")
@@ -179,10 +181,10 @@ class Leader:
         self.stopping.set()
 
     def take(self, text: str) -> Experiment | None:
-        """Accept a message unless it is older than one already taken from the same run."""
+        """Accept a message unless it is older than one already taken."""
         experiment, stamp = decode(text)
         with self.guard:
-            if self.last and self.last.run == stamp.run and stamp.revision < self.last.revision:
+            if self.last and (stamp.run, stamp.revision) < (self.last.run, self.last.revision):
                 return None
             self.last = stamp
             self.heard += 1

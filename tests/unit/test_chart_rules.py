@@ -6,6 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
+from tests.disruptions import DisruptedRules
 from tests.rules import BeamlineRules
 
 
@@ -35,3 +36,13 @@ class ChartRules(BeamlineRules):
 
 ChartRules.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 test_random_sessions_keep_the_spec_invariants = ChartRules.TestCase
+
+
+class ChartDisruptedRules(DisruptedRules):
+    """The same rules with restarts of the MetadataManager chart from its journal."""
+
+
+ChartDisruptedRules.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None
+)
+TestChartDisruptedRules = ChartDisruptedRules.TestCase

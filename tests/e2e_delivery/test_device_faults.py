@@ -352,3 +352,37 @@ def test_unusable_outbox_at_start_is_a_fault_until_fixed(
     run_dataset(manager, "fixed_0001")
     wait_delivered(manager)
     assert [name for _, name in datasets_on(activemq.port, queue, expect=1)] == ["fixed_0001"]
+
+
+def test_a_full_disk_under_the_meta_experiment_publishes_nothing_until_reset(
+    beamline_factory: Callable[..., Beamline], activemq: ActiveMQ, tiny_disk: Path
+) -> None:
+    """A new proposal whose investigation message cannot be stored: FAULT, and neither the
+    followers nor the memorized attributes see the proposal; Reset once the disk has room
+    stores the message, then publishes the proposal."""
+    queue = private_queue("metadisk")
+    beamline = beamline_factory(
+        "e2emetadisk", queue_urls=[activemq.url], queue=queue, icatplus=None, state=tiny_disk
+    )
+    try:
+        open_session(beamline)
+        before = beamline.manager.read_attribute("proposal").value
+        filler = fill(tiny_disk)
+        with pytest.raises(tango.DevFailed) as refused:
+            beamline.meta.write_attribute("proposal", "hg_full_disk")
+        assert refused.value.args[0].reason == "ICAT_Outbox", refused.value.args[0].desc
+        assert "free disk space" in refused.value.args[0].desc
+        assert beamline.meta.state() == tango.DevState.FAULT
+        assert beamline.manager.read_attribute("proposal").value == before
+        memorized = tango.Database().get_device_attribute_property(beamline.meta_name, ["proposal"])
+        assert memorized["proposal"]["__value"] == [before]
+        filler.unlink()
+        beamline.meta.command_inout("Reset")
+        assert beamline.meta.state() == tango.DevState.ON, beamline.meta.status()
+        assert beamline.manager.read_attribute("proposal").value == "hg_full_disk"
+        assert beamline.manager.state() == tango.DevState.STANDBY
+        arrived = drain(activemq.port, queue, expect=2, idle=1.5, timeout=60)
+    finally:
+        beamline.stop()  # before the disk is unmounted
+    investigations = [body for _, body in arrived if "<tns:investigation" in body]
+    assert any("hg_full_disk" in body for body in investigations), investigations

@@ -18,6 +18,7 @@ from functools import cache
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
+from icatcore import facility
 from icatcore.errors import InvalidInput
 from icatcore.records import ParameterValue
 
@@ -62,18 +63,10 @@ class ParameterSpec:
 
 
 @cache
-def _model() -> Any:
-    from icat_esrf_definitions.models import IcatDatasetParameters
-
-    return IcatDatasetParameters
-
-
-@cache
 def parameter_specs() -> dict[str, ParameterSpec]:
     """Every ICAT parameter name with its spec, computed once from the definitions."""
-    from icat_esrf_definitions.models._base.fields import annotations as field_annotations
-
-    model = _model()
+    field_annotations = facility.field_annotations()
+    model = facility.model()
     infos = model.icat_fields()
     ranks = _output_ranks(model)
     specs: dict[str, ParameterSpec] = {}
@@ -102,9 +95,9 @@ def _output_ranks(model: Any) -> dict[str, int]:
     fields afterwards, those with a custom ICAT serializer first. A linked field shares
     its target's name; a name keeps the place where it was first written.
     """
-    from icat_esrf_definitions.models._base.fields import annotations as field_annotations
-    from icat_esrf_definitions.models._base.fields import icat as icat_fields
-    from icat_esrf_definitions.models._base.model import IcatNexusBaseModel
+    field_annotations = facility.field_annotations()
+    icat_fields = facility.icat_fields()
+    IcatNexusBaseModel = facility.base_model()
 
     order: dict[str, int] = {}
 
@@ -135,13 +128,9 @@ def _output_ranks(model: Any) -> dict[str, int]:
 def _classify(annotation: Any, constraints: Any) -> tuple[ValueKind, Any, tuple[str, ...], bool]:
     import datetime
 
-    from icat_esrf_definitions.models._base.custom_types.metadata.base import (
-        CustomTypeMetadata,
-    )
-    from icat_esrf_definitions.models._base.custom_types.metadata.quantity import (
-        QuantityMeta,
-    )
-    from icat_esrf_definitions.models._base.fields import annotations as field_annotations
+    CustomTypeMetadata = facility.custom_type_metadata()
+    QuantityMeta = facility.quantity_meta()
+    field_annotations = facility.field_annotations()
 
     quantity = field_annotations.get_field_metadata(annotation, QuantityMeta)
     if quantity is not None:

@@ -23,6 +23,7 @@ from itertools import chain
 from numbers import Number
 from typing import Any
 
+from icatcore import facility
 from icatcore.definitions import ParameterSpec, ValueKind, parameter_specs
 from icatcore.errors import InvalidInput
 from icatcore.records import DatasetRecord, InvestigationRecord
@@ -310,7 +311,7 @@ def _apply_renames(accepted: _Accepted, specs: Mapping[str, ParameterSpec]) -> N
 
 def _apply_techniques(accepted: _Accepted, specs: Mapping[str, ParameterSpec]) -> None:
     """The definitions complete `definition`/`technique_pid` from the ESRF ontology."""
-    from icat_esrf_definitions.models._base import esrfet
+    esrfet = facility.esrfet()
 
     def items(name: str) -> list[str] | None:
         entry = accepted.get(name)

@@ -12,7 +12,7 @@ from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.link import Followers
 from adapters.tango.outlet import Outlet, reopened
-from icatcore import config, messages
+from icatcore import config, facility, messages
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
 from icatcore.records import Experiment
@@ -57,6 +57,8 @@ class MetaExperiment(Device):  # type: ignore[misc]
             settings = config.meta_experiment(common.properties(self))
         except ConfigurationError as error:
             return None, str(error)
+        if facility.problem():
+            return None, facility.problem()
         directory = common.state_directory(settings.outbox_directory, self.get_name())
         try:
             self.outlet = reopened(self.outlet, directory, settings.delivery)

@@ -24,7 +24,7 @@ from adapters.tango import common
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
 from adapters.tango.outlet import CLOSED, Outlet, reopened
-from icatcore import config, elogbook, messages
+from icatcore import config, elogbook, facility, messages
 from icatcore.definitions import parse_parameters
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
@@ -153,6 +153,8 @@ class MetadataManager(Device):  # type: ignore[misc]
             settings = config.metadata_manager(common.properties(self))
         except ConfigurationError as error:
             return None, str(error)
+        if facility.problem():
+            return None, facility.problem()
         self.settings = settings
         self.add_parameter_attributes(settings.parameters)
         directory = common.state_directory(settings.outbox_directory, self.get_name())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -153,6 +154,19 @@ class OutboxStore:
         self._unsynced: sqlite3.Connection | None = unsynced
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = reader
+        self._waiting: dict[str, tuple[Channel, Kind, float]] = {}
+        """What waits, in the order it was put: counts and ages without a query, so that
+        whatever a client reads after a call counts that call's message."""
+        self._counts: Counter[tuple[Channel, Kind]] = Counter()
+        self._set_aside = 0
+        try:
+            rows = reader.execute("SELECT id, channel, kind, created FROM outbox ORDER BY seq")
+            for message_id, channel, kind, created in rows:
+                self._wait(str(message_id), Channel(channel), Kind(kind), float(created))
+            self._set_aside = int(reader.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0])
+        except sqlite3.Error as error:
+            self.close()
+            raise OutboxUnavailable(_advice(self.path, error)) from error
 
     @contextmanager
     def _locked(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
@@ -207,6 +221,7 @@ class OutboxStore:
                 ),
             )
             conn.execute("COMMIT")
+            self._wait(msg.id, msg.channel, msg.kind, msg.created)
 
     def pending(self, channel: Channel, limit: int = 100) -> list[OutboxMessage]:
         """The oldest `limit` messages of a channel, in the order they were put."""
@@ -278,6 +293,8 @@ class OutboxStore:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("DELETE FROM outbox WHERE id = ?", ids)
             conn.execute("COMMIT")
+            for (message_id,) in ids:
+                self._forget(message_id)
 
     def set_aside(self, message_id: str, error: str, now: float | None = None) -> None:
         """Move a message its receiver refused for good out of the delivery order.
@@ -296,26 +313,42 @@ class OutboxStore:
             )
             conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
             conn.execute("COMMIT")
+            if self._forget(message_id):
+                self._set_aside += 1
+
+    def _wait(self, message_id: str, channel: Channel, kind: Kind, created: float) -> None:
+        if message_id not in self._waiting:
+            self._waiting[message_id] = (channel, kind, created)
+            self._counts[channel, kind] += 1
+
+    def _forget(self, message_id: str) -> bool:
+        found = self._waiting.pop(message_id, None)
+        if found is not None:
+            self._counts[found[0], found[1]] -= 1
+        return found is not None
 
     def count(self, channel: Channel | None = None, kind: Kind | None = None) -> int:
-        """How many messages wait for a confirmation."""
-        sql = "SELECT COUNT(*) FROM outbox"
-        where, args = self._filter(channel, kind)
-        with self._reading() as conn:
-            row = conn.execute(sql + where, args).fetchone()
-        return int(row[0])
+        """How many messages wait for a confirmation (kept in memory: no query)."""
+        with self._lock:
+            return sum(
+                n
+                for (c, k), n in self._counts.items()
+                if (channel is None or c is channel) and (kind is None or k is kind)
+            )
 
     def oldest_created(self, channel: Channel | None = None) -> float | None:
-        """Creation time of the oldest waiting message, None when nothing waits."""
-        where, args = self._filter(channel, None)
-        with self._reading() as conn:
-            row = conn.execute("SELECT MIN(created) FROM outbox" + where, args).fetchone()
-        return None if row[0] is None else float(row[0])
+        """Creation time of the oldest waiting message, None when nothing waits.
+
+        Messages are put in the order they were created, so the first one waiting of the
+        channel is the oldest."""
+        with self._lock:
+            for c, _, created in self._waiting.values():
+                if channel is None or c is channel:
+                    return created
+        return None
 
     def set_aside_count(self) -> int:
-        with self._reading() as conn:
-            row = conn.execute("SELECT COUNT(*) FROM set_aside").fetchone()
-        return int(row[0])
+        return self._set_aside
 
     def set_aside_messages(self) -> list[tuple[OutboxMessage, str]]:
         """Refused messages with their refusal, oldest first."""

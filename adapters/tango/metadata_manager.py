@@ -496,6 +496,7 @@ class MetadataManager(Device):  # type: ignore[misc]
             common.fail("ICAT_Outbox", self.storage_problem, "MetadataManager")
         try:
             self.outlet.put(message, journal=journal or {})
+            self.delivery_line = self.health().status_line(time.time())
             self.stored.set()
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"

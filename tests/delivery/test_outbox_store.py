@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -172,11 +173,14 @@ def test_outbox_made_read_only_after_opening_raises_on_put(tmp_path: Path) -> No
     )
     ro._read_lock = threading.Lock()
     ro._reader = ro._conn
+    ro._waiting, ro._counts, ro._set_aside = {}, Counter(), 0
     with pytest.raises(OutboxUnavailable) as raised:
         ro.put(icat_message())
     assert str(tmp_path) in str(raised.value)
     assert "writable" in str(raised.value)
-    assert ro.count() == 1  # the failed put left nothing half-done
+    assert ro.count() == 0, "a put that failed is not counted"
+    ro._conn.close()
+    assert OutboxStore(tmp_path).count() == 1  # the failed put left nothing half-done
 
 
 FULL_DISK_SCRIPT = textwrap.dedent(

@@ -1,0 +1,31 @@
+"""What a client reads right after a call counts that call's message (issue: health that
+is never stale): Status and undeliveredCount, with nothing delivered."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.conftest import Beamline
+
+pytestmark = pytest.mark.slow
+
+
+def waiting_datasets(status: str) -> int:
+    found = re.search(r"(\d+) datasets?\b", status)
+    assert found is not None, status
+    return int(found.group(1))
+
+
+def test_every_end_dataset_is_counted_when_the_call_returns(beamline: Beamline) -> None:
+    manager = beamline.manager
+    beamline.open_session("hg900", "s900", "/data/visitor/hg900")
+    before = manager.read_attribute("undeliveredCount").value
+    for n in range(1, 21):
+        manager.write_attribute("datasetName", f"d{n}")
+        manager.command_inout("StartDataset")
+        manager.command_inout("EndDataset")
+        assert manager.read_attribute("undeliveredCount").value == before + n
+        assert waiting_datasets(manager.status()) >= n, manager.status()
+    assert manager.read_attribute("oldestUndeliveredAge").value >= 0.0

@@ -89,10 +89,15 @@ class DeliveryHealth:
     def status_line(self, now: float) -> str:
         """One or two sentences for the device Status."""
         parts: list[str] = []
-        others = self.icat_waiting - self.undelivered_datasets
-        what = _plural(self.undelivered_datasets, "dataset")
-        if others > 0:
-            what += f" and {_plural(others, 'other ICAT message')}"
+        investigations = self.icat_waiting - self.undelivered_datasets
+        what = " and ".join(
+            _plural(n, word)
+            for n, word in (
+                (self.undelivered_datasets, "dataset"),
+                (investigations, "investigation message"),
+            )
+            if n
+        )
         if not self.icat_enabled:
             if self.icat_waiting:
                 parts.append(f"ICAT delivery is off: queueURLs is empty; {what} kept in the outbox")

@@ -195,19 +195,19 @@ class Delivery:
 
     def health(self) -> DeliveryHealth:
         store = self.store
-        icat_waiting = store.count(Channel.ICAT)
-        icatplus_waiting = store.count(Channel.ICATPLUS)
+        icat_waiting = store.known_count(Channel.ICAT)
+        icatplus_waiting = store.known_count(Channel.ICATPLUS)
         broker = self.stomp_sender.status() if self.stomp_sender is not None else None
         plus = self.icatplus_sender.status() if self.icatplus_sender is not None else None
         broker_error = broker.last_error if broker is not None else None
         plus_error = plus.last_error if plus is not None else None
         return DeliveryHealth(
             undelivered=icat_waiting + icatplus_waiting,
-            undelivered_datasets=store.count(Channel.ICAT, Kind.DATASET),
-            oldest_created=store.oldest_created(),
+            undelivered_datasets=store.known_count(Channel.ICAT, Kind.DATASET),
+            oldest_created=store.known_oldest_created(),
             last_error=broker_error or plus_error,
             broker_connected=broker.connected if broker is not None else False,
-            set_aside=store.set_aside_count(),
+            set_aside=store.known_set_aside_count(),
             icat_enabled=self.stomp_sender is not None,
             icatplus_enabled=self.icatplus_sender is not None,
             icat_waiting=icat_waiting,

@@ -155,8 +155,7 @@ class OutboxStore:
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = reader
         self._waiting: dict[str, tuple[Channel, Kind, float]] = {}
-        """What waits, in the order it was put: counts and ages without a query, so that
-        whatever a client reads after a call counts that call's message."""
+        """What waits, in the order it was put (see `known_count`)."""
         self._counts: Counter[tuple[Channel, Kind]] = Counter()
         self._set_aside = 0
         try:
@@ -328,7 +327,30 @@ class OutboxStore:
         return found is not None
 
     def count(self, channel: Channel | None = None, kind: Kind | None = None) -> int:
-        """How many messages wait for a confirmation (kept in memory: no query)."""
+        """How many messages wait for a confirmation, as the database says."""
+        sql = "SELECT COUNT(*) FROM outbox"
+        where, args = self._filter(channel, kind)
+        with self._reading() as conn:
+            row = conn.execute(sql + where, args).fetchone()
+        return int(row[0])
+
+    def oldest_created(self, channel: Channel | None = None) -> float | None:
+        """Creation time of the oldest waiting message, None when nothing waits."""
+        where, args = self._filter(channel, None)
+        with self._reading() as conn:
+            row = conn.execute("SELECT MIN(created) FROM outbox" + where, args).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def set_aside_count(self) -> int:
+        with self._reading() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM set_aside").fetchone()
+        return int(row[0])
+
+    # What this store's own process put, confirmed and set aside, kept in memory: the
+    # device's health without a query, so that what a client reads after a call counts
+    # that call's message. Another process reading the same outbox uses the queries above.
+
+    def known_count(self, channel: Channel | None = None, kind: Kind | None = None) -> int:
         with self._lock:
             return sum(
                 n
@@ -336,10 +358,8 @@ class OutboxStore:
                 if (channel is None or c is channel) and (kind is None or k is kind)
             )
 
-    def oldest_created(self, channel: Channel | None = None) -> float | None:
-        """Creation time of the oldest waiting message, None when nothing waits.
-
-        Messages are put in the order they were created, so the first one waiting of the
+    def known_oldest_created(self, channel: Channel | None = None) -> float | None:
+        """Messages are put in the order they were created: the first one waiting of the
         channel is the oldest."""
         with self._lock:
             for c, _, created in self._waiting.values():
@@ -347,7 +367,7 @@ class OutboxStore:
                     return created
         return None
 
-    def set_aside_count(self) -> int:
+    def known_set_aside_count(self) -> int:
         return self._set_aside
 
     def set_aside_messages(self) -> list[tuple[OutboxMessage, str]]:

@@ -12,6 +12,7 @@ from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.link import Followers
 from adapters.tango.outlet import Outlet, reopened
+from adapters.tango.watcher import Watcher
 from icatcore import config, facility, messages
 from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
@@ -35,6 +36,8 @@ class MetaExperiment(Device):  # type: ignore[misc]
         if not hasattr(self, "chart"):
             self.audience = Followers(self.get_name())
             self.outlet: Outlet | None = None
+            self.shown: tuple[object, ...] = ()
+            self.watcher = Watcher(self, self.publish_state)
             self.chart = MetaExperimentChart(Settings(beamline=""))
             for name in ("State", "Status", *MEMORIZED):
                 self.set_change_event(name, True, False)
@@ -42,12 +45,14 @@ class MetaExperiment(Device):  # type: ignore[misc]
         settings, problem = self.configure()
         self.event("configure", settings=settings, problem=problem)
         self.audience.discover(common.database(), self.chart.experiment)
+        self.watcher.start()
 
     def delete_device(self) -> None:
         """Init keeps everything; only a server that shuts down lets go."""
         if not tango.Util.instance().is_svr_shutting_down():
             return
         self.audience.close()
+        self.watcher.stop()
         if self.outlet is not None:
             self.outlet.close()
 
@@ -150,14 +155,18 @@ class MetaExperiment(Device):  # type: ignore[misc]
             common.fail("ICAT_Outbox", f"{problem}. Then call Reset.", "MetaExperiment")
 
     def publish_state(self) -> None:
+        """State and Status, also every second from the watcher: Status follows the
+        outbox and the broker link without a call."""
         state = STATES[self.chart.current_state_value]
         status = self.chart.status()
         if self.outlet is not None:
             status = f"{status}\n{self.outlet.status_line()}"
         self.set_state(state)
         self.set_status(status)
-        self.push_change_event("State", state)
-        self.push_change_event("Status", status)
+        if (state, status) != self.shown:
+            self.push_change_event("State", state)
+            self.push_change_event("Status", status)
+            self.shown = (state, status)
 
     def push_experiment(self, experiment: Experiment) -> None:
         self.push_change_event("proposal", experiment.proposal)

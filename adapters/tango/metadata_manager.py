@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from adapters.tango import common
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
 from adapters.tango.outlet import CLOSED, Outlet, reopened
+from adapters.tango.watcher import Watcher
 from icatcore import config, elogbook, facility, messages
 from icatcore.definitions import parse_parameters
 from icatcore.errors import ConfigurationError
@@ -46,8 +46,6 @@ STATES = {
     "fault": DevState.FAULT,
 }
 FOLLOWED = ("proposal", "sampleName", "datasetName", "scanName", "dataFolder")
-HEALTH_PERIOD_S = 1.0
-QUICK_REFRESH_S = 0.1
 KEPT_COPIES = 1000
 PRUNE_EVERY = 100
 MESSAGES_KEPT = 100
@@ -79,14 +77,13 @@ class MetadataManager(Device):  # type: ignore[misc]
     def start_up(self) -> None:
         self.outlet: Outlet | None = None
         self.leader: Leader | None = None
-        self.watcher: threading.Thread | None = None
+        self.watcher = Watcher(self, self.refresh)
+        self.delivery_seen: tuple[int, str] | tuple[()] = ()
         self.parameter_names: tuple[str, ...] = ()
         self.metadata_file = ""
         self.copies_written = 0
         self.shown: tuple[object, ...] = ()
         self.messages: deque[str] = deque(maxlen=MESSAGES_KEPT)
-        self.stopping = threading.Event()
-        self.stored = threading.Event()
         self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
         self.delivery_line = ""
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
@@ -143,8 +140,7 @@ class MetadataManager(Device):  # type: ignore[misc]
     def follow(self) -> None:
         if self.leader is not None:
             self.leader.start()
-        if self.watcher is None and self.outlet is not None:
-            self.watcher = threading.Thread(target=self.watch_health, daemon=True)
+        if self.outlet is not None:
             self.watcher.start()
 
     def configure(self) -> tuple[Settings | None, str]:
@@ -178,7 +174,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         """Init keeps everything; only a server that shuts down lets go."""
         if not tango.Util.instance().is_svr_shutting_down():
             return
-        self.stopping.set()
+        self.watcher.stop()
         self.housekeeper.stop()
         if self.leader is not None:
             self.leader.stop()
@@ -187,7 +183,7 @@ class MetadataManager(Device):  # type: ignore[misc]
 
     # -- the MetaExperiment ---------------------------------------------------------
 
-    # Tango calls hold the device monitor; found, lost and watch_health run in threads of
+    # Tango calls hold the device monitor; found, lost and refresh run in threads of
     # their own and take the same monitor, so one lock orders everything (a second lock
     # deadlocked with push_change_event: tests/e2e_delivery).
 
@@ -497,7 +493,6 @@ class MetadataManager(Device):  # type: ignore[misc]
         try:
             self.outlet.put(message, journal=journal or {})
             self.delivery_line = self.health().status_line(time.time())
-            self.stored.set()
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"
             common.fail("ICAT_Outbox", f"{self.storage_problem}. Nothing was accepted.", "store")
@@ -554,36 +549,18 @@ class MetadataManager(Device):  # type: ignore[misc]
                 self.push_change_event(name, value)
         self.shown = shown
 
-    def watch_health(self) -> None:
-        """Outbox and broker change without a call: refresh Status and push the counts.
-
-        Every second, and a tenth of a second after a message was stored, so that Status
-        soon tells of it without a call paying for the outbox queries.
-        """
-        seen: tuple[int, str] | tuple[()] = ()
-        while not self.stopping.is_set():
-            self.stored.wait(HEALTH_PERIOD_S)
-            self.stored.clear()
-            if self.stopping.wait(QUICK_REFRESH_S):
-                return
-            try:
-                health = self.health()
-            except OutboxUnavailable as error:  # closed by a shutdown, or the disk: next time
-                common.log.warning("health refresh skipped: %s", error)
-                continue
-            now = (health.undelivered, health.last_error or "")
-            try:
-                with tango.AutoTangoMonitor(self):
-                    self.delivery_line = health.status_line(time.time())
-                    self.publish()
-                    if now != seen:
-                        self.tell_delivery(seen, now)
-                        self.push_change_event("undeliveredCount", now[0])
-                        self.push_change_event("lastDeliveryError", now[1])
-            except tango.DevFailed as error:  # a call held the monitor too long: next time
-                common.log.warning("health refresh skipped: %s", error.args[0].desc)
-                continue
-            seen = now
+    def refresh(self) -> None:
+        """Every second (adapters/tango/watcher.py): Status and the counts follow the
+        outbox and the broker link without a call."""
+        health = self.health()
+        now = (health.undelivered, health.last_error or "")
+        self.delivery_line = health.status_line(time.time())
+        self.publish()
+        if now != self.delivery_seen:
+            self.tell_delivery(self.delivery_seen, now)
+            self.push_change_event("undeliveredCount", now[0])
+            self.push_change_event("lastDeliveryError", now[1])
+        self.delivery_seen = now
 
     def tell_delivery(self, before: tuple[int, str] | tuple[()], now: tuple[int, str]) -> None:
         """messageList: deliveries and delivery errors, as the health watcher sees them."""

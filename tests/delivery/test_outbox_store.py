@@ -178,9 +178,8 @@ def test_outbox_made_read_only_after_opening_raises_on_put(tmp_path: Path) -> No
         ro.put(icat_message())
     assert str(tmp_path) in str(raised.value)
     assert "writable" in str(raised.value)
-    assert ro.count() == 0, "a put that failed is not counted"
-    ro._conn.close()
-    assert OutboxStore(tmp_path).count() == 1  # the failed put left nothing half-done
+    assert ro.known_count() == 0, "a put that failed is not counted"
+    assert ro.count() == 1  # the failed put left nothing half-done
 
 
 FULL_DISK_SCRIPT = textwrap.dedent(
@@ -244,3 +243,19 @@ def test_message_survives_kill_9_right_after_put(tmp_path: Path) -> None:
     assert result.returncode == -9
     [message] = OutboxStore(tmp_path).pending(Channel.ICAT, 10)
     assert (message.id, message.body) == ("survivor", b"<dataset/>")
+
+
+def test_what_the_process_knows_matches_the_database(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path)
+    messages = [icat_message() for _ in range(3)]
+    for message in messages:
+        store.put(message)
+    store.confirm(messages[0].id)
+    store.set_aside(messages[1].id, "refused")
+    assert (store.known_count(), store.known_set_aside_count()) == (1, 1)
+    assert store.known_count() == store.count()
+    assert store.known_oldest_created() == store.oldest_created() == messages[2].created
+    store.close()
+    reopened = OutboxStore(tmp_path)
+    assert (reopened.known_count(), reopened.known_set_aside_count()) == (1, 1)
+    assert reopened.known_oldest_created() == messages[2].created

@@ -4,6 +4,7 @@ is never stale): Status and undeliveredCount, with nothing delivered."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -29,3 +30,20 @@ def test_every_end_dataset_is_counted_when_the_call_returns(beamline: Beamline) 
         assert manager.read_attribute("undeliveredCount").value == before + n
         assert waiting_datasets(manager.status()) >= n, manager.status()
     assert manager.read_attribute("oldestUndeliveredAge").value >= 0.0
+
+
+def oldest_age(status: str) -> int:
+    found = re.search(r"oldest waiting for (\d+) s", status)
+    assert found is not None, status
+    return int(found.group(1))
+
+
+def test_the_meta_experiment_status_follows_its_outbox_without_a_write(
+    beamline: Beamline,
+) -> None:
+    beamline.meta.write_attribute("proposal", "hg901")
+    status = beamline.meta.status()
+    assert "investigation message" in status and "other ICAT" not in status, status
+    first = oldest_age(status)
+    time.sleep(2.5)
+    assert oldest_age(beamline.meta.status()) >= first + 2, "the age grows while it waits"

@@ -27,7 +27,7 @@ def test_a_running_dataset_survives_a_crash_of_its_server(beamline: Beamline) ->
     outbox = beamline.outbox()
     before = outbox.count(Channel.ICAT, Kind.DATASET)
 
-    beamline.manager.restart()
+    beamline.manager_server.restart()
     manager = tango.DeviceProxy(MANAGER)
     wait_for(lambda: MANAGER in (meta.followers or ()))
     assert manager.state() == tango.DevState.RUNNING

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -398,6 +399,7 @@ def main() -> int:
     parser.add_argument("--pyicat-datasets", type=int, default=300)
     parser.add_argument("--latency-datasets", type=int, default=300)
     parser.add_argument("--floor-server", metavar="INSTANCE")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if not 1 <= args.rounds <= args.datasets:
         parser.error("--rounds must be between 1 and --datasets")
@@ -419,6 +421,10 @@ def main() -> int:
         latencies = bench.latency(args.latency_datasets)
     finally:
         bench.stop()
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     floor_blocks = [one.floor for one in rounds]
     ours_blocks = [one.ours for one in rounds]
     outbox_blocks = [one.outbox_only for one in rounds]

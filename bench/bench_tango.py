@@ -761,7 +761,7 @@ def transition_samples(count: int = 5000, warmup: int = 500) -> list[int]:
 
 def print_round_trip(samples: dict[str, list[int]]) -> None:
     count = len(samples["StartDataset"])
-    width = len(SAME_FLOOR_CALL) + 2
+    width = max(map(len, samples)) + 2
     print(f"(a) round trip over Tango, {count} interleaved repetitions (microseconds)")
     print(f"{'call':<{width}}{'median':>10}{'p90':>10}")
     for name, values in samples.items():

@@ -101,6 +101,7 @@ def beamline_factory(beamlines: Beamlines) -> Iterator[Callable[..., Beamline]]:
     finally:
         for beamline in made:
             beamline.stop()
+            beamlines.remove_class_properties(beamline)
 
 
 # -- ActiveMQ and pyicat-plus's mocks -------------------------------------------------------

@@ -28,8 +28,11 @@ Properties: `make` sets beamlineID, metaExperimentDevice, dataFolderPattern and
 parameters; `queue_urls` (None: no delivery property at all, everything stays in the
 outbox) adds queueURLs, queueName, icatplus_server, API_KEY and jolokiaPort on both
 devices; `meta_properties`, `manager_properties` and `class_properties` (per class name)
-add or override any. `register=False` starts devices registered otherwise (the e2e
-package registers examples/id00.yml with `icat-servers register`).
+add or override any. Class properties reach every device of the class in the session
+database: `beamline_factory` removes them after the test, `beamlines.make` at the end of
+the session (or call `beamlines.remove_class_properties(line)`). `register=False` starts
+devices registered otherwise (the e2e package registers examples/id00.yml with
+`icat-servers register`).
 """
 
 from __future__ import annotations
@@ -140,6 +143,9 @@ class Beamline:
     """Where the outboxes are: `state`, or the manager's `outboxDirectory`."""
     parameters: tuple[str, ...] = TECHNIQUE
     queue: str | None = None
+    class_properties: dict[str, list[str]] = field(default_factory=dict)
+    """Names of the class properties `make` put, per class: they reach every device of
+    the class in the session database until removed (`Beamlines.remove_class_properties`)."""
     proxies: dict[str, tango.DeviceProxy] = field(default_factory=dict)
 
     # -- devices -----------------------------------------------------------------------
@@ -390,12 +396,22 @@ class Beamlines:
             Path(outbox_directory[0]) if outbox_directory else state,
             tuple(parameters),
             queue if queue_urls is not None else None,
+            {cls: list(properties) for cls, properties in (class_properties or {}).items()},
         )
         self.made.append(beamline)
         if start:
             beamline.start()
         return beamline
 
+    def remove_class_properties(self, beamline: Beamline) -> None:
+        """Take the class properties `beamline` was made with out of the database."""
+        host, port = self.tango_host.rsplit(":", 1)
+        database = tango.Database(host, int(port))
+        for device_class, names in beamline.class_properties.items():
+            database.delete_class_property(device_class, names)
+        beamline.class_properties = {}
+
     def stop_all(self) -> None:
         for beamline in self.made:
             beamline.stop()
+            self.remove_class_properties(beamline)

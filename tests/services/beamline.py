@@ -20,9 +20,18 @@ The fixtures in tests/conftest.py hand these out:
     line.meta.write_attribute("proposal", "hg123")   # DeviceProxy of each device
     line.manager_server.kill()                       # kill -9 by PID (.pid, .running)
     line.manager_server.start()                      # same devices, properties, outbox
-    line.meta_server.restart()                       # both; returns once it answers
+    line.meta_server.restart()                       # kill -9, then start; returns once
+                                                     # its device answers a ping
     line.wait_linked()                               # the manager among the followers
     line.outbox()                                    # the manager's OutboxStore; close it
+    mark = line.mark(); ...; line.datasets_since(mark)   # what was registered since
+
+`start=False` leaves both servers down: start them yourself in the order a test needs
+(`line.manager_server.start()` first), or `line.start(linked=False)` when the manager is
+expected in FAULT. A tag names the devices and servers: use a new one per test (the state
+directory, hence the outbox, is new for each `make` unless `state=` is given). Also here:
+`wait_for(condition, timeout, what)` for what happens without a call, `fresh()`,
+`open_session()`, `snapshot()` and `describe()` for session tests, `Dataset.parse`.
 
 Properties: `make` sets beamlineID, metaExperimentDevice, dataFolderPattern and
 parameters; `queue_urls` (None: no delivery property at all, everything stays in the

@@ -1,4 +1,10 @@
-"""Export every chart as Mermaid and SVG into diagrams/: `python -m adapters.diagrams`."""
+"""Export every chart into diagrams/: `python -m adapters.diagrams`.
+
+Per chart: Mermaid text (`.mmd`, generated here, no dependency), Graphviz source (`.dot`,
+python-statemachine's `DotGraphMachine`, needs pydot) and the SVG Graphviz renders from it
+(`.svg`, needs the `dot` program). The test compares the Mermaid and DOT text with the
+charts; the SVG depends on the Graphviz version, so it is regenerated, not compared.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,6 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
-
-from statemachine.contrib.diagram import DotGraphMachine
 
 CHARTS = {
     "metadata_manager": "statecharts.metadata_manager:MetadataManagerChart",
@@ -51,9 +55,22 @@ def mermaid(name: str) -> str:
     return "\n".join([*lines, *arrows]) + "\n"
 
 
+def _graph(name: str) -> Any:
+    """python-statemachine's pydot graph of the chart (imports pydot only when called)."""
+    from statemachine.contrib.diagram import DotGraphMachine
+
+    return DotGraphMachine(chart_class(name))()
+
+
+def dot(name: str) -> str:
+    """The chart as Graphviz source, as python-statemachine draws it."""
+    source: str = _graph(name).to_string()
+    return source if source.endswith("\n") else source + "\n"
+
+
 def svg(name: str) -> bytes:
-    """Graphviz output without comments and object ids, so that it depends on the chart only."""
-    rendered: bytes = DotGraphMachine(chart_class(name))().create_svg()
+    """The chart rendered by Graphviz, without its version comments and object ids."""
+    rendered: bytes = _graph(name).create_svg()
     text = re.sub(r"_\d{6,}", "", rendered.decode())
     lines = text.splitlines()
     return ("\n".join(line for line in lines if not line.startswith("<!--")) + "\n").encode()
@@ -74,8 +91,9 @@ def export(folder: Path = FOLDER) -> list[Path]:
     written = []
     for name in CHARTS:
         (folder / f"{name}.mmd").write_text(mermaid(name))
+        (folder / f"{name}.dot").write_text(dot(name))
         (folder / f"{name}.svg").write_bytes(svg(name))
-        written += [folder / f"{name}.mmd", folder / f"{name}.svg"]
+        written += [folder / f"{name}.{kind}" for kind in ("mmd", "dot", "svg")]
     README.write_text(readme_with_chart(README.read_text()))
     return [*written, README]
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import itertools
 import json
 import os
@@ -68,6 +69,8 @@ MANAGER = "id00/metadata/bench"
 SAME_SERVER_FLOOR = "bench/floor/same"
 """A BenchFloor device in the MetadataManager's server process."""
 PROFILED_MANAGER = "id00/metadata/profiled"
+BOOT_MANAGER = "id00/metadata/boot"
+BOOT_FLOOR = "bench/floor/boot"
 FLOOR = "bench/floor/1"
 BEAMLINE = "id00"
 PATTERN = "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{datasetName}"
@@ -80,6 +83,16 @@ STALL_S = 2.5
 SAME_FLOOR_CALL = "BenchFloor on the MetadataManager's server Nothing"
 FSYNC_WRITES = 300
 FSYNC_BYTES = 2048
+BLOCK_BYTES = 4096
+"""One preallocated block, rewritten in place and fdatasync-ed: the cheapest durable write."""
+CYCLE = "datasetName + StartDataset + EndDataset"
+OURS_CYCLE = f"MetadataManager {CYCLE}"
+BLOCK_FLUSH = f"fdatasync of a preallocated {BLOCK_BYTES} B block"
+FLOOR_CYCLE = f"BenchFloor {CYCLE}"
+PING_STARTS = 3
+"""Process starts timed from exec to the first answered ping, per server kind."""
+MEMORY_TARGET = 1.25
+START_TARGET_S = 1.0
 BIG_WINDOW = 500
 """(d) compares the first and the last BIG_WINDOW lastDataFile writes."""
 XML_FILE_TAG = "<tns:datafile>"
@@ -108,6 +121,8 @@ class Checkpoint:
     seconds: float
     start_us: float
     end_us: float
+    floor_kib: int = 0
+    """The do-nothing pytango server (BenchFloor in its own process)."""
 
 
 # -- the trivial device: the floor in a process of its own ----------------------------
@@ -123,6 +138,28 @@ class BenchFloor(Device):  # type: ignore[misc]
     @attribute(dtype=str)  # type: ignore[untyped-decorator]
     def constant(self) -> str:
         return ""
+
+    # The MetadataManager's dataset cycle, doing nothing: the floor of that cycle.
+
+    def init_device(self) -> None:
+        super().init_device()
+        self.name = ""
+
+    @attribute(dtype=str)  # type: ignore[untyped-decorator]
+    def datasetName(self) -> str:
+        return self.name
+
+    @datasetName.write  # type: ignore[untyped-decorator, no-redef]
+    def datasetName(self, value: str) -> None:
+        self.name = value
+
+    @command  # type: ignore[untyped-decorator]
+    def StartDataset(self) -> None:
+        pass
+
+    @command  # type: ignore[untyped-decorator]
+    def EndDataset(self) -> None:
+        pass
 
 
 def serve_floor(instance: str) -> None:
@@ -263,6 +300,28 @@ def timed(samples: list[int], call: Callable[[], object]) -> None:
     samples.append(time.perf_counter_ns() - started)
 
 
+class Block:
+    """One preallocated BLOCK_BYTES block of a file, rewritten in place and fdatasync-ed:
+    the file's size and blocks never change, so only the data goes to disk (the cheapest
+    durable write)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = b"x" * (BLOCK_BYTES - 1) + b"\n"
+        self.descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.posix_fallocate(self.descriptor, 0, BLOCK_BYTES)
+        os.pwrite(self.descriptor, self.data, 0)
+        os.fsync(self.descriptor)
+
+    def flush(self) -> None:
+        os.pwrite(self.descriptor, self.data, 0)
+        os.fdatasync(self.descriptor)
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+        self.path.unlink()
+
+
 # -- the bench ------------------------------------------------------------------------
 
 
@@ -377,7 +436,8 @@ class Bench:
     # (a) ------------------------------------------------------------------------------
 
     def round_trip(self, repetitions: int, warmup: int = 50) -> dict[str, list[int]]:
-        manager, floor, same = self.manager_proxy, self.floor_proxy, self.same_floor_proxy
+        """Every call timed in each iteration, interleaved, with one block fdatasync: the
+        floors, ours and the disk flush are measured under the same load."""
         samples: dict[str, list[int]] = {
             name: []
             for name in (
@@ -388,16 +448,38 @@ class Bench:
                 "MetadataManager read metadataFile",
                 "BenchFloor Nothing",
                 "BenchFloor State",
+                "MetadataManager write datasetName",
+                "BenchFloor write datasetName",
+                "BenchFloor StartDataset",
+                "BenchFloor EndDataset",
+                OURS_CYCLE,
+                FLOOR_CYCLE,
+                BLOCK_FLUSH,
             )
         }
-        for iteration in range(warmup + repetitions):
+        block = Block(self.state / "fdatasync.block")
+        try:
+            self._round_trips(samples, block, warmup + repetitions, warmup)
+        finally:
+            block.close()
+        return samples
+
+    def _round_trips(
+        self, samples: dict[str, list[int]], block: Block, iterations: int, warmup: int
+    ) -> None:
+        manager, floor, same = self.manager_proxy, self.floor_proxy, self.same_floor_proxy
+        for iteration in range(iterations):
             iteration_started = time.monotonic()
             if self.datasets and self.datasets % 100 == 0:
                 self.new_session(manager)
             self.datasets += 1
-            self.name_dataset(manager, f"dataset_{self.datasets:06d}")
+            name = f"dataset_{self.datasets:06d}"
             take = iteration >= warmup
-            row: dict[str, list[int]] = {name: [] for name in samples}
+            row: dict[str, list[int]] = {call: [] for call in samples}
+            timed(
+                row["MetadataManager write datasetName"],
+                functools.partial(self.name_dataset, manager, name),
+            )
             timed(row["StartDataset"], lambda: manager.command_inout("StartDataset"))
             timed(row["MetadataManager State"], lambda: manager.command_inout("State"))
             timed(row[SAME_FLOOR_CALL], lambda: same.command_inout("Nothing"))
@@ -408,12 +490,34 @@ class Bench:
                 lambda: manager.read_attribute("metadataFile"),
             )
             timed(row["BenchFloor State"], lambda: floor.command_inout("State"))
+            timed(
+                row["BenchFloor write datasetName"],
+                functools.partial(floor.write_attribute, "datasetName", name),
+            )
+            timed(row["BenchFloor StartDataset"], lambda: floor.command_inout("StartDataset"))
+            timed(row["BenchFloor EndDataset"], lambda: floor.command_inout("EndDataset"))
+            row[OURS_CYCLE].append(
+                sum(
+                    row[call][0]
+                    for call in ("MetadataManager write datasetName", "StartDataset", "EndDataset")
+                )
+            )
+            row[FLOOR_CYCLE].append(
+                sum(
+                    row[call][0]
+                    for call in (
+                        "BenchFloor write datasetName",
+                        "BenchFloor StartDataset",
+                        "BenchFloor EndDataset",
+                    )
+                )
+            )
+            timed(row[BLOCK_FLUSH], block.flush)
             if time.monotonic() - iteration_started > STALL_S:
                 self.stalls.append(self.datasets)
             if take:
                 for name, values in row.items():
                     samples[name] += values
-        return samples
 
     def fdatasync(self, writes: int = FSYNC_WRITES, warmup: int = 10) -> list[int]:
         """Append FSYNC_BYTES to a file in the state directory (the outbox's file system)
@@ -433,6 +537,72 @@ class Bench:
             os.close(descriptor)
             path.unlink()
         return samples
+
+    def block_flushes(self, writes: int = FSYNC_WRITES, warmup: int = 10) -> list[int]:
+        """The block fdatasync back to back, nothing else running: ns each."""
+        block = Block(self.state / "fdatasync.block")
+        samples: list[int] = []
+        try:
+            for _ in range(warmup + writes):
+                timed(samples, block.flush)
+        finally:
+            block.close()
+        return samples[warmup:]
+
+    def start_to_ping(self, starts: int = PING_STARTS) -> dict[str, list[float]]:
+        """Seconds from starting a server process to its device answering a ping.
+
+        A MetadataManager (the console script, a device of its own) and the do-nothing
+        pytango server, each started `starts` times, each stopped by its PID. A new
+        DeviceProxy per attempt: a proxy that failed to connect waits before it tries again.
+        """
+        register(
+            f"MetadataManager/{INSTANCE}-boot",
+            "MetadataManager",
+            {BOOT_MANAGER: manager_properties()},
+        )
+        register(f"BenchFloor/{INSTANCE}-boot", "BenchFloor", {BOOT_FLOOR: {}})
+        bin_dir = Path(sys.executable).parent
+        kinds = {
+            "MetadataManager": (
+                [str(bin_dir / "MetadataManager"), f"{INSTANCE}-boot"],
+                BOOT_MANAGER,
+            ),
+            "do-nothing pytango server": (
+                [sys.executable, __file__, "--floor-server", f"{INSTANCE}-boot"],
+                BOOT_FLOOR,
+            ),
+        }
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(starts):
+            for kind, (argv, device) in kinds.items():
+                log = (self.root / f"boot-{device.replace('/', '_')}.log").open("ab")
+                started = time.monotonic()
+                popen = subprocess.Popen(
+                    argv,
+                    env={**os.environ, **self.environment},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                try:
+                    while True:
+                        try:
+                            tango.DeviceProxy(device).ping()
+                            break
+                        except tango.DevFailed:
+                            if popen.poll() is not None or time.monotonic() - started > 60:
+                                raise RuntimeError(
+                                    f"{kind} did not answer: see {log.name}"
+                                ) from None
+                            time.sleep(0.005)
+                    times[kind].append(time.monotonic() - started)
+                finally:
+                    os.kill(popen.pid, signal.SIGKILL)
+                    popen.wait(timeout=30)
+                    log.close()
+        return times
 
     # (b) ------------------------------------------------------------------------------
 
@@ -462,6 +632,7 @@ class Bench:
                     seconds=time.monotonic() - started,
                     start_us=ns_median(starts) / 1e3,
                     end_us=ns_median(ends) / 1e3,
+                    floor_kib=self.floor.rss_kib(),
                 )
                 rows.append(row)
                 starts, ends = [], []
@@ -470,7 +641,7 @@ class Bench:
                     f"{row.meta_kib / 1024:6.1f} MiB, MetadataManager "
                     f"{row.manager_kib / 1024:6.1f} MiB; outbox {row.outbox_bytes / 1e6:6.1f} MB;"
                     f" median StartDataset {row.start_us:6.0f} us, EndDataset {row.end_us:6.0f}"
-                    f" us  ({row.seconds:.0f} s)",
+                    f" us; do-nothing server {row.floor_kib / 1024:5.1f} MiB ({row.seconds:.0f} s)",
                     flush=True,
                 )
         if spy is not None:
@@ -614,7 +785,7 @@ def transition_samples(count: int = 5000, warmup: int = 500) -> list[int]:
 
 def print_round_trip(samples: dict[str, list[int]]) -> None:
     count = len(samples["StartDataset"])
-    width = len(SAME_FLOOR_CALL) + 2
+    width = max(map(len, samples)) + 2
     print(f"(a) round trip over Tango, {count} interleaved repetitions (microseconds)")
     print(f"{'call':<{width}}{'median':>10}{'p90':>10}")
     for name, values in samples.items():
@@ -676,6 +847,98 @@ def print_references(
         f"median {ns_median(transitions) / 1e3:.1f} us, p90 {ns_p90(transitions) / 1e3:.1f} us"
         f" over {len(transitions)}"
     )
+
+
+@dataclass
+class Figures:
+    """The figures of issue 11, measured in this run, printed together at the end."""
+
+    floor_us: float = 0.0
+    """datasetName + StartDataset + EndDataset on the do-nothing device in its own server."""
+    fdatasync_us: float = 0.0
+    """One fdatasync of a preallocated block on the outbox's file system."""
+    file_system: str = ""
+    ours_us: float = 0.0
+    """The same three calls on the MetadataManager."""
+    memory_kib: list[tuple[int, int, int]] = field(default_factory=list)
+    """(datasets, MetadataManager RSS, do-nothing server RSS) at each reading."""
+    start_to_ping: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def bound(self) -> float:
+        return (self.floor_us + self.fdatasync_us) / self.floor_us
+
+    def cycle_lines(self) -> list[str]:
+        ours_ratio = self.ours_us / self.floor_us
+        verdict = "meets" if ours_ratio / self.bound <= TARGET_RATIO else "misses"
+        return [
+            f"floor: {CYCLE} on a do-nothing device in its own server: {self.floor_us:.0f} us",
+            f"one fdatasync of a preallocated {BLOCK_BYTES} B block on the outbox's file system "
+            f"({self.file_system}): {self.fdatasync_us:.0f} us",
+            f"durable bound = (floor + fdatasync) / floor = ({self.floor_us:.0f} + "
+            f"{self.fdatasync_us:.0f}) / {self.floor_us:.0f} = {self.bound:.2f}",
+            f"ours: {CYCLE} on the MetadataManager: {self.ours_us:.0f} us = "
+            f"{ours_ratio:.2f} x floor",
+            f"ours / durable bound = {ours_ratio:.2f} / {self.bound:.2f} = "
+            f"{ours_ratio / self.bound:.2f}  (target <= {TARGET_RATIO}: {verdict})",
+        ]
+
+    def memory_lines(self) -> list[str]:
+        lines = []
+        for datasets, manager, floor in self.memory_kib:
+            ratio = manager / floor
+            verdict = "meets" if ratio <= MEMORY_TARGET else "misses"
+            lines.append(
+                f"resident memory after {datasets} datasets: MetadataManager server "
+                f"{manager / 1024:.1f} MiB, do-nothing pytango server {floor / 1024:.1f} MiB: "
+                f"{ratio:.2f}x  (target <= {MEMORY_TARGET}: {verdict})"
+            )
+        return lines
+
+    def start_lines(self) -> list[str]:
+        lines = []
+        for kind, seconds in self.start_to_ping.items():
+            verdict = "meets" if max(seconds) <= START_TARGET_S else "misses"
+            lines.append(
+                f"process start to answering a ping, {kind}, {len(seconds)} starts: median "
+                f"{statistics.median(seconds):.2f} s, max {max(seconds):.2f} s"
+                + (
+                    f"  (target <= {START_TARGET_S:.0f} s: {verdict})"
+                    if kind == "MetadataManager"
+                    else ""
+                )
+            )
+        return lines
+
+    def print(self) -> None:
+        print("\n==== issue 11 figures, all measured in this run ====")
+        for line in [*self.cycle_lines(), *self.memory_lines(), *self.start_lines()]:
+            print(f"  {line}")
+
+
+def print_cycle(
+    round_trip: dict[str, list[int]], alone: list[int], state: Path, figures: Figures
+) -> None:
+    """The durable bound of the dataset cycle: floor, one fdatasync, ours.
+
+    The fdatasync is the cheaper of two medians: timed in the loop beside the calls (same
+    load, but right after the server's own flush) and back to back after it. The cheaper
+    one makes the stricter bound: load never loosens the target.
+    """
+    figures.floor_us = ns_median(round_trip[FLOOR_CYCLE]) / 1e3
+    figures.ours_us = ns_median(round_trip[OURS_CYCLE]) / 1e3
+    interleaved = round_trip[BLOCK_FLUSH]
+    figures.fdatasync_us = min(ns_median(interleaved), ns_median(alone)) / 1e3
+    figures.file_system = file_system(state)
+    print(
+        f"\n(a') the dataset cycle ({CYCLE}), medians of {len(round_trip[FLOOR_CYCLE])} "
+        f"interleaved cycles; the block fdatasync in the loop: median "
+        f"{ns_median(interleaved) / 1e3:.0f} us (p90 {ns_p90(interleaved) / 1e3:.0f}), "
+        f"back to back after it: median {ns_median(alone) / 1e3:.0f} us "
+        f"(p90 {ns_p90(alone) / 1e3:.0f}); the bound takes the cheaper"
+    )
+    for line in figures.cycle_lines():
+        print(f"  {line}")
 
 
 def print_memory(rows: list[Checkpoint], outbox_count: int) -> None:
@@ -860,9 +1123,12 @@ def main() -> None:
             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
             flush=True,
         )
+        figures = Figures()
         round_trip = bench.round_trip(options.round_trips)
         print_round_trip(round_trip)
         print_references(round_trip, bench.fdatasync(), transition_samples(), bench.state)
+        print_cycle(round_trip, bench.block_flushes(), bench.state, figures)
+        figures.memory_kib.append((bench.datasets, bench.manager.rss_kib(), bench.floor.rss_kib()))
         if options.datasets:
             print(
                 f"\n(b) memory: datasets up to {options.datasets} (counting (a)'s), "
@@ -870,6 +1136,7 @@ def main() -> None:
                 flush=True,
             )
             rows = bench.memory(options.datasets)
+            figures.memory_kib.append((rows[-1].datasets, rows[-1].manager_kib, rows[-1].floor_kib))
             undelivered = int(bench.manager_proxy.read_attribute("undeliveredCount").value)
             print_memory(rows, undelivered)
             print_disk(bench.state / "outbox")
@@ -880,8 +1147,13 @@ def main() -> None:
                 flush=True,
             )
             print_big(bench.big_dataset(options.big_files))
+        print(f"\n(e) process start to answering a ping, {PING_STARTS} starts each", flush=True)
+        figures.start_to_ping = bench.start_to_ping()
+        for line in figures.start_lines():
+            print(f"  {line}")
         if options.profile:
             bench.profile(options.profile_datasets)
+        figures.print()
     finally:
         bench.stop()
         report_stalls(bench)

@@ -33,7 +33,15 @@ PATTERN = "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{datasetName}"
 
 
 class Rejected(Exception):
-    """A call the servers refused, with the text the client reads."""
+    """A call the servers refused, with the text the client reads.
+
+    `bad_input` is True when the input itself was refused (the device's ICAT_InvalidInput),
+    False when the call is not allowed in the current state.
+    """
+
+    def __init__(self, why: str, *, bad_input: bool = False) -> None:
+        super().__init__(why)
+        self.bad_input = bad_input
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,12 @@ class PureSession:
         elif isinstance(effect, KeepFile):
             self.kept_files.append(effect.path)
 
+    def disrupt(self, kind: str) -> None:
+        """What happens to a server that no client caused (tests/disruptions.py): only a
+        restart of the MetadataManager is more than nothing to the pure charts."""
+        if kind == "restart manager":
+            self.restart_manager()
+
     def restart_manager(self) -> None:
         """A new process: a new chart from the journal, then the MetaExperiment asked."""
         chart = MetadataManagerChart(self.manager.settings)
@@ -132,14 +146,18 @@ class PureSession:
             raise Rejected(f"MetaExperiment {META} is not running")
         try:
             self._run(self.meta.handle(event, **arguments))
-        except (Refused, InvalidInput) as error:
+        except Refused as error:
             raise Rejected(str(error)) from None
+        except InvalidInput as error:
+            raise Rejected(str(error), bad_input=True) from None
 
     def _manager(self, event: str, **arguments: object) -> None:
         try:
             self._run(self.manager.handle(event, **arguments))
-        except (Refused, InvalidInput) as error:
+        except Refused as error:
             raise Rejected(str(error)) from None
+        except InvalidInput as error:
+            raise Rejected(str(error), bad_input=True) from None
 
     def write_proposal(self, name: str) -> None:
         self._meta("write_proposal", name=name, at=self.clock())
@@ -166,7 +184,7 @@ class PureSession:
         try:
             values = parse_parameters(text)
         except InvalidInput as error:
-            raise Rejected(str(error)) from None
+            raise Rejected(str(error), bad_input=True) from None
         self._manager("set_parameters", values=values)
 
     def add_file(self, path: str) -> None:

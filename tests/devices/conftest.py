@@ -1,57 +1,39 @@
-"""One MetaExperiment and one MetadataManager, real processes on a real Tango database."""
+"""One MetaExperiment and one MetadataManager, real processes on a real Tango database.
+
+The devices carry the names the pure model uses (tests/session_model.py), so that what
+they say (a refusal, an unreadable datasetName) can be compared with the model word for word.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.services.servers import Server, register
+from tests.services.beamline import Beamline, Beamlines
 from tests.session_model import BEAMLINE, META, PATTERN
 
 __all__ = ["MANAGER", "META", "TECHNIQUE", "Beamline"]
 
 MANAGER = "id00/metadata/dev"
-TECHNIQUE = ["Sample_description", "InstrumentSlitPrimary_horizontal_gap"]
+TECHNIQUE = ("Sample_description", "InstrumentSlitPrimary_horizontal_gap")
 
 
-@dataclass
-class Beamline:
-    meta: Server
-    manager: Server
-    outbox: Path
-
-
-@pytest.fixture(scope="session")
-def beamline(tango_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Beamline]:
-    state = tmp_path_factory.mktemp("state")
-    register(
-        tango_db, "MetaExperiment/devtest", "MetaExperiment", {META: {"beamlineID": [BEAMLINE]}}
-    )
-    register(
-        tango_db,
-        "MetadataManager/devtest",
-        "MetadataManager",
-        {
-            MANAGER: {
-                "beamlineID": [BEAMLINE],
-                "metaExperimentDevice": [META],
-                "dataFolderPattern": [PATTERN],
-                "parameters": TECHNIQUE,
-            }
-        },
-    )
-    environment = {"ICAT_SERVERS_STATE": str(state)}
-    meta = Server("MetaExperiment", "devtest", tango_db, state / "meta.log", [META], environment)
-    manager = Server(
-        "MetadataManager", "devtest", tango_db, state / "manager.log", [MANAGER], environment
+@pytest.fixture(scope="package")
+def beamline(beamlines: Beamlines) -> Iterator[Beamline]:
+    line = beamlines.make(
+        "devtest",
+        beamline_id=BEAMLINE,
+        meta_name=META,
+        manager_name=MANAGER,
+        parameters=TECHNIQUE,
+        pattern=PATTERN,
+        start=False,
     )
     try:
-        manager.start()
-        meta.start()
-        yield Beamline(meta, manager, state / "outbox" / MANAGER.replace("/", "_"))
+        line.manager_server.start()  # the manager first: the order must not matter (SPEC)
+        line.meta_server.start()
+        line.wait_linked()
+        yield line
     finally:
-        manager.kill()
-        meta.kill()
+        line.stop()

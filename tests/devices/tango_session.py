@@ -29,7 +29,8 @@ class TangoSession:
         try:
             call()  # type: ignore[operator]
         except tango.DevFailed as error:
-            raise Rejected(error.args[0].desc) from None
+            first = error.args[0]
+            raise Rejected(first.desc, bad_input=first.reason == "ICAT_InvalidInput") from None
 
     def write_proposal(self, name: str) -> None:
         self._call(lambda: self.meta.write_attribute("proposal", name))

@@ -24,9 +24,9 @@ def test_missing_beamline_is_a_fault_naming_it_and_reset_recovers(
         "MetadataManager",
         "faulty",
         tango_db,
-        beamline.outbox.parent / "faulty.log",
+        beamline.state / "faulty.log",
         [FAULTY],
-        {"ICAT_SERVERS_STATE": str(beamline.outbox.parent.parent)},
+        {"ICAT_SERVERS_STATE": str(beamline.state)},
     )
     server.start()
     try:

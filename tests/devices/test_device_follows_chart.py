@@ -6,7 +6,6 @@ import tango
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from adapters.outbox_store import OutboxStore
 from tests.devices.conftest import MANAGER, META, Beamline
 from tests.devices.tango_session import TangoSession, wait_for
 from tests.rules import BeamlineRules, Subject
@@ -14,7 +13,7 @@ from tests.rules import BeamlineRules, Subject
 
 def test_devices_follow_the_chart_step_by_step(beamline: Beamline) -> None:
     wait_for(lambda: MANAGER in (tango.DeviceProxy(META).followers or ()))
-    session = TangoSession(META, MANAGER, OutboxStore(beamline.outbox))
+    session = TangoSession(META, MANAGER, beamline.outbox())
 
     class DeviceRules(BeamlineRules):
         def make_subject(self) -> Subject:

@@ -7,7 +7,6 @@ import tango
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from adapters.outbox_store import OutboxStore
 from tests.devices.conftest import MANAGER, META, Beamline
 from tests.devices.tango_session import TangoSession, wait_for
 from tests.disruptions import DisruptableSubject, DisruptedRules
@@ -15,7 +14,7 @@ from tests.disruptions import DisruptableSubject, DisruptedRules
 
 class DisruptedSession(TangoSession):
     def __init__(self, beamline: Beamline) -> None:
-        super().__init__(META, MANAGER, OutboxStore(beamline.outbox))
+        super().__init__(META, MANAGER, beamline.outbox())
         self.beamline = beamline
         self.captured = ""
 
@@ -29,9 +28,9 @@ class DisruptedSession(TangoSession):
         elif kind == "init meta":
             self.meta.command_inout("Init")
         elif kind == "restart manager":
-            self.beamline.manager.restart()
+            self.beamline.manager_server.restart()
         elif kind == "restart meta":
-            self.beamline.meta.restart()
+            self.beamline.meta_server.restart()
         elif self.captured:
             self.manager.command_inout("ExperimentChanged", self.captured)
         self.capture()

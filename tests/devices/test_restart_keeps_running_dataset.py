@@ -6,7 +6,6 @@ import json
 
 import tango
 
-from adapters.outbox_store import OutboxStore
 from icatcore.outbox import Channel, Kind
 from tests.devices.conftest import MANAGER, META, Beamline
 from tests.devices.tango_session import wait_for
@@ -25,10 +24,10 @@ def test_a_running_dataset_survives_a_crash_of_its_server(beamline: Beamline) ->
     manager.lastDataFile = "/data/visitor/hg123/id00/crash_0001/f1.h5"
     manager.lastDataFile = "/data/visitor/hg123/id00/crash_0001/f1b.h5"
     manager.SetParameters(json.dumps({"InstrumentSlitPrimary_horizontal_gap": "0.5"}))
-    outbox = OutboxStore(beamline.outbox)
+    outbox = beamline.outbox()
     before = outbox.count(Channel.ICAT, Kind.DATASET)
 
-    beamline.manager.restart()
+    beamline.manager_server.restart()
     manager = tango.DeviceProxy(MANAGER)
     wait_for(lambda: MANAGER in (meta.followers or ()))
     assert manager.state() == tango.DevState.RUNNING

@@ -39,7 +39,7 @@ def test_only_the_latest_xml_copies_are_kept(beamline: Beamline) -> None:
     meta.proposal = ""
     meta.proposal = "hg123"
     meta.sample = "lysozyme"
-    copies = beamline.outbox / "metadata"
+    copies = beamline.outbox_path() / "metadata"
     for number in range(KEPT_COPIES + 2 * PRUNE_EVERY):
         manager.datasetName = f"many_{number}"
         manager.StartDataset()

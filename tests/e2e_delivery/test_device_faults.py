@@ -67,7 +67,7 @@ def datasets_on(port: int, queue: str, expect: int) -> list[tuple[str, str]]:
 
 def outbox_ids(beamline: Beamline) -> list[str]:
     """Ids of the dataset messages waiting in the MetadataManager's outbox (server down)."""
-    with sqlite3.connect(beamline.outbox / "outbox.sqlite3") as db:
+    with sqlite3.connect(beamline.outbox_path() / "outbox.sqlite3") as db:
         rows = db.execute("SELECT id FROM outbox WHERE kind = 'dataset' ORDER BY seq").fetchall()
     return [str(row[0]) for row in rows]
 

@@ -205,6 +205,6 @@ def test_api_key_is_never_shown_logged_or_stored(
         assert key not in text
     for data in stored:
         assert key.encode() not in data
-    with sqlite3.connect(beamline.outbox / "outbox.sqlite3") as db:
+    with sqlite3.connect(beamline.outbox_path() / "outbox.sqlite3") as db:
         [(reason,)] = db.execute("SELECT error FROM set_aside").fetchall()
     assert "answered 400" in reason and key not in reason

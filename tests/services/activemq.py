@@ -2,8 +2,8 @@
 
 The broker runs with the project's own config (adapters/activemq.xml) and is stopped or
 killed by the PID it was started with, never by name (adapters/activemq.py).
-Fixtures: `activemq` (one broker for the session) and `activemq_factory` (extra brokers
-for a test that kills them).
+The fixtures `activemq` (one broker for the session) and `activemq_factory` (extra
+brokers for a test that kills them) are in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import time
-from collections.abc import Callable, Iterator
 
-import pytest
 import stomp
 
 from adapters.activemq import ActiveMQ, free_port, port_accepts
@@ -60,40 +58,3 @@ def drain(
         with contextlib.suppress(Exception):
             conn.disconnect()
     return messages
-
-
-@pytest.fixture(scope="session")
-def activemq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveMQ]:
-    """One ActiveMQ broker on a free loopback port for the whole session.
-
-    Tests that kill a broker use `activemq_factory` instead, so that this one stays up.
-    """
-    broker = ActiveMQ(tmp_path_factory.mktemp("activemq"), free_port())
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.kill()
-
-
-@pytest.fixture
-def activemq_factory(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[[], ActiveMQ]]:
-    """Make and start extra brokers: `activemq_factory()` returns a started ActiveMQ.
-
-    Every broker it made is killed (by PID) at the end of the test.
-    """
-    brokers: list[ActiveMQ] = []
-
-    def make() -> ActiveMQ:
-        broker = ActiveMQ(tmp_path_factory.mktemp("activemq"), free_port())
-        brokers.append(broker)
-        broker.start()
-        return broker
-
-    try:
-        yield make
-    finally:
-        for broker in brokers:
-            broker.kill()

@@ -8,17 +8,19 @@
   `messages` yields each e-logbook message it accepted (a dict, with the path fields).
 
 The plugin's code is reused as is (`_mock_backend`, `tcp`, `proc`); nothing is rewritten.
+The fixtures (`icat_ingester`, `icatplus_mock` and their session versions) are in
+tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pyicat_plus_pytest_plugin import _mock_backend, proc, tcp
 
 from tests.services.activemq import ActiveMQ
@@ -92,38 +94,24 @@ class IcatPlusMock:
         return collect(self.messages, count, timeout)
 
 
-@pytest.fixture(scope="session")
-def icat_mock_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the mock ingester and the mock ICAT+ keep their records."""
-    return tmp_path_factory.mktemp("icat_mock_db")
-
-
-@pytest.fixture(scope="session")
-def session_icat_ingester(
-    activemq: ActiveMQ, icat_mock_data_dir: Path
-) -> Iterator[IcatIngesterMock]:
+@contextmanager
+def running_icat_ingester(broker: ActiveMQ, data_dir: Path) -> Iterator[IcatIngesterMock]:
+    """The mock ingester consuming INGEST_QUEUE on `broker`, terminated at the end."""
     with tcp.tcp_message_server(validate_all=False) as (port_out, messages):
         process = _mock_backend.start_stomp_subscriber(
-            activemq.port, port_out, INGEST_QUEUE, icat_mock_data_dir, quiet=True
+            broker.port, port_out, INGEST_QUEUE, data_dir, quiet=True
         )
         try:
             first = messages.get(timeout=30)
             assert first == "LISTENING", f"mock ingester did not start: {first!r}"
-            yield IcatIngesterMock(messages, icat_mock_data_dir, activemq)
+            yield IcatIngesterMock(messages, data_dir, broker)
         finally:
             proc.wait_terminate(process)
 
 
-@pytest.fixture
-def icat_ingester(session_icat_ingester: IcatIngesterMock) -> IcatIngesterMock:
-    """The mock ingester, with what earlier tests sent it flushed away."""
-    session_icat_ingester.flush()
-    return session_icat_ingester
-
-
-@pytest.fixture(scope="session")
-def session_icatplus_mock(icat_mock_data_dir: Path) -> Iterator[IcatPlusMock]:
-    """pyicat-plus's mock ICAT+, given time to start.
+@contextmanager
+def running_icatplus_mock(data_dir: Path) -> Iterator[IcatPlusMock]:
+    """pyicat-plus's mock ICAT+, given time to start, terminated at the end.
 
     The plugin's `start_icatplus_server` waits 5 s for the port; importing the server takes
     3 to 4 s on an idle 2-CPU machine, so under load it timed out (and left the process
@@ -135,20 +123,13 @@ def session_icatplus_mock(icat_mock_data_dir: Path) -> Iterator[IcatPlusMock]:
             "icatplus_server",
             f"--port={port}",
             f"--port_out={port_out}",
-            f"--icat_data_dir={icat_mock_data_dir}",
+            f"--icat_data_dir={data_dir}",
             quiet=True,
         )
         try:
             tcp.wait_tcp_online("localhost", port, timeout=60)
             first = messages.get(timeout=60)
             assert first == {"STATUS": "LISTENING"}, f"mock ICAT+ did not start: {first!r}"
-            yield IcatPlusMock(port, messages, icat_mock_data_dir)
+            yield IcatPlusMock(port, messages, data_dir)
         finally:
             proc.wait_terminate(process)
-
-
-@pytest.fixture
-def icatplus_mock(session_icatplus_mock: IcatPlusMock) -> IcatPlusMock:
-    """The mock ICAT+ server, with what earlier tests sent it flushed away."""
-    session_icatplus_mock.flush()
-    return session_icatplus_mock

@@ -26,8 +26,6 @@ from icatcore.elogbook import (
 from icatcore.errors import InvalidInput
 from icatcore.outbox import Channel, Kind, OutboxMessage
 
-elogbook_client = pytest.importorskip("pyicat_plus.client._internal.elogbook")
-
 BASE_URL = "http://icatplus.test:8000"
 API_KEY = "s3cr3t-key"
 MACHINE = "lid00ctrl.esrf.fr"
@@ -50,7 +48,11 @@ class _Captured(Exception):
 
 
 def _capture(send: Any) -> dict[str, Any]:
-    """Run a pyicat-plus client call, catching the HTTP request it would make."""
+    """Run a pyicat-plus client call, catching the HTTP request it would make.
+
+    Only the tests that compare with pyicat-plus need it: they skip without it.
+    """
+    elogbook_client = pytest.importorskip("pyicat_plus.client._internal.elogbook")
     captured: dict[str, Any] = {}
     client = elogbook_client.IcatElogbookClient(
         BASE_URL, api_key=API_KEY, machine=MACHINE, software=SOFTWARE

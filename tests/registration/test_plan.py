@@ -185,7 +185,10 @@ MALFORMED = {
     ),
     "required property missing": (
         GOOD.replace("      beamlineID: id00\n", ""),
-        ["device 1 (id00/metadata/test)", "required device property 'beamlineID' is missing"],
+        [
+            "device 1 (id00/metadata/test)",
+            "the device would refuse it: property beamlineID is missing",
+        ],
     ),
     "device class differs from its server": (
         GOOD.replace("    class: MetadataManager\n", "    class: MetaExperiment\n"),
@@ -198,8 +201,7 @@ MALFORMED = {
         GOOD + "      parameters: [Sample_description, Sample_descripton]\n",
         [
             "device 1 (id00/metadata/test)",
-            "parameter 'Sample_descripton' is not an ICAT parameter",
-            "Did you mean 'Sample_description'?",
+            "unknown ICAT parameter(s) 'Sample_descripton' (did you mean 'Sample_description'?)",
         ],
     ),
     "value without a value": (
@@ -208,11 +210,14 @@ MALFORMED = {
     ),
     "several values for a single-valued property": (
         GOOD.replace("beamlineID: id00", "beamlineID: [id00, id01]"),
-        ["property 'beamlineID' takes one value"],
+        ["device 1 (id00/metadata/test)", "property beamlineID has 2 values: give exactly one"],
     ),
     "bad jolokia port": (
         GOOD.replace("queueURLs: localhost:61613", "jolokiaPort: eighty"),
-        ["jolokiaPort must be a port number"],
+        [
+            "entry 1 (class MetadataManager), line 1: the devices would refuse it",
+            "property jolokiaPort 'eighty' is not a port",
+        ],
     ),
     "beamline name the devices refuse": (
         GOOD.replace("beamlineID: id00", "beamlineID: id 00"),
@@ -223,7 +228,10 @@ MALFORMED = {
     ),
     "broker address the devices refuse": (
         GOOD.replace("queueURLs: localhost:61613", "queueURLs: localhost:stomp"),
-        ["device 1 (id00/metadata/test)", "queueURLs entry 'localhost:stomp' is not host:port"],
+        [
+            "entry 1 (class MetadataManager), line 1",
+            "queueURLs entry 'localhost:stomp' is not host:port",
+        ],
     ),
     "not a list": ("class: MetadataManager\n", ["must be a YAML list of entries"]),
     "empty file": ("", ["the file holds no entries"]),

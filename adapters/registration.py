@@ -403,8 +403,7 @@ def plan(files: Sequence[Path | str]) -> Registration:
     reader = _Reader()
     for file in files:
         reader.read(Path(file))
-    if not reader.problems:
-        reader.check_values()
+    reader.check_values()
     if reader.problems:
         raise RegistrationError(reader.problems)
     return Registration(
@@ -437,6 +436,9 @@ class _Reader:
         """Where each class's properties were first set (file and entry)."""
         self.class_origin: dict[tuple[str, str], str] = {}
         self.devices: dict[str, DevicePlan] = {}
+        self.checked: list[DevicePlan] = []
+        """Every device whose own entry is well formed, duplicates included: what
+        check_values runs through the devices' reader."""
 
     def problem(self, file: Path, where: str, message: str) -> None:
         self.problems.append(Problem(file, where, message))
@@ -584,6 +586,7 @@ class _Reader:
                     f"server: put it under an entry with server: {device.device_class}.",
                 )
                 continue
+            before = len(self.problems)
             properties = self.names(
                 path,
                 dwhere,
@@ -591,6 +594,16 @@ class _Reader:
                 DEVICE_PROPERTIES[device.device_class],
                 f"a {device.device_class} device",
             )
+            planned = DevicePlan(
+                name=device.tango_name,
+                device_class=device.device_class,
+                server=f"{entry.server}/{entry.personal_name}",
+                properties=properties,
+                file=path,
+                where=dwhere,
+            )
+            if len(self.problems) == before:
+                self.checked.append(planned)
             first = self.devices.get(device.tango_name.lower())
             if first is not None:
                 self.problem(
@@ -600,18 +613,12 @@ class _Reader:
                     "define it once.",
                 )
                 continue
-            self.devices[device.tango_name.lower()] = DevicePlan(
-                name=device.tango_name,
-                device_class=device.device_class,
-                server=f"{entry.server}/{entry.personal_name}",
-                properties=properties,
-                file=path,
-                where=dwhere,
-            )
+            self.devices[device.tango_name.lower()] = planned
 
     def check_values(self) -> None:
-        """Each class's properties, then each device's laid over its class's, through the
-        devices' own reader: what icatcore.config refuses would put a device in FAULT."""
+        """Each class's properties, then each well-formed device's laid over its class's,
+        through the devices' own reader: what icatcore.config refuses would put a device in
+        FAULT. Runs also when other entries have problems, so every problem shows at once."""
         secrets = _PlanSecrets()
         refused: set[str] = set()
         for name, properties in self.class_properties.items():
@@ -621,7 +628,7 @@ class _Reader:
                 refused.add(name)
                 at = self.class_where[name]
                 self.problem(at.file, at.where, f"the devices would refuse it: {exc}")
-        for device in self.devices.values():
+        for device in self.checked:
             if device.device_class in refused:
                 continue
             merged = {**self.class_properties.get(device.device_class, {}), **device.properties}

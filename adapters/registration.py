@@ -148,7 +148,6 @@ def _property_value(value: Any) -> PropertyValue:
     return tuple(out)
 
 
-Text = Annotated[str, _text("text")]
 PropertyMap = dict[str, Annotated[PropertyValue, BeforeValidator(_property_value)]]
 
 

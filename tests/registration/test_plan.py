@@ -494,3 +494,10 @@ def test_a_secret_of_the_wrong_shape_is_refused_without_showing_it(
     message = refusal(write(tmp_path, GOOD.replace("API_KEY: s3cret-key", f"API_KEY: {value}")))
     assert "property 'API_KEY'" in message
     assert "s3cret" not in message
+
+
+def test_a_secret_file_property_is_a_path_and_shown_as_one() -> None:
+    change = SetProperty("class", "MetadataManager", "API_KEY_FILE", ("/etc/icat/key",))
+    assert str(change) == '+ class property MetadataManager.API_KEY_FILE: ["/etc/icat/key"]'
+    passcode = SetProperty("class", "MetaExperiment", "queuePasscodeFile", ("/etc/icat/pass",))
+    assert str(passcode).endswith('queuePasscodeFile: ["/etc/icat/pass"]')

@@ -340,8 +340,10 @@ def _device_where(where: str, raw: Any, node: yaml.Node | None, index: int) -> s
     return f"{located}, {_line(device_node)}" if device_node is not None else located
 
 
-def _shape_problem(error: ErrorDetails, raw: Any, where: str, node: yaml.Node | None) -> Problem:
-    """One pydantic error of one entry in our words, located at its entry or device.
+def _shape_problem(
+    error: ErrorDetails, raw: Any, where: str, node: yaml.Node | None
+) -> tuple[str, str]:
+    """One pydantic error of one entry in our words, and where: its entry or device.
 
     Never uses the error's input: it may be a secret.
     """
@@ -389,7 +391,7 @@ def _shape_problem(error: ErrorDetails, raw: Any, where: str, node: yaml.Node | 
         message = "a device must be a mapping with tango_name, class and properties."
     else:  # a shape the models allow no other way
         message = f"{field or 'the entry'} is not as expected ({error['msg']})."
-    return Problem(Path(), where, message)
+    return where, message
 
 
 def plan(files: Sequence[Path | str]) -> Registration:
@@ -479,8 +481,7 @@ class _Reader:
                 entry = ENTRY.validate_python(raw)
             except ValidationError as error:
                 for details in error.errors(include_url=False, include_input=False):
-                    found = _shape_problem(details, raw, where, node)
-                    self.problem(path, found.where, found.message)
+                    self.problem(path, *_shape_problem(details, raw, where, node))
                 continue
             if isinstance(entry, ClassEntry):
                 self.class_entry(path, where, entry)

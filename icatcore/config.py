@@ -373,6 +373,30 @@ def metadata_manager(
     )
 
 
+def unused_line(settings: MetaExperimentConfig | MetadataManagerConfig) -> str:
+    """The Status line naming the properties set but not used (shown once, at start);
+    "" when there are none."""
+    if not settings.unused:
+        return ""
+    names = ", ".join(settings.unused)
+    return (
+        f"{'property' if len(settings.unused) == 1 else 'properties'} {names} "
+        "set but not used by these servers (tango-metadata's; they may be removed)"
+    )
+
+
+def secret_lines(settings: Delivery) -> tuple[str, ...]:
+    """Status lines saying where each secret in use came from; never a value."""
+    return tuple(
+        f"{what} from {source}"
+        for what, source in (
+            ("broker passcode", settings.passcode_source),
+            ("e-logbook API key", settings.api_key_source),
+        )
+        if source
+    )
+
+
 READERS = {"MetaExperiment": meta_experiment, "MetadataManager": metadata_manager}
 """Each device class's reader, by class name."""
 

@@ -342,3 +342,23 @@ def test_the_servers_secret_source_feeds_the_reader(tmp_path: Path) -> None:
     )
     assert settings.delivery.api_key == SECRET
     assert settings.delivery.api_key_source == f"file {path}"
+
+
+def test_status_lines_name_the_unused_properties_and_the_secret_sources_not_the_values() -> None:
+    secrets = FakeSecrets({"/k": SECRET}, {config.PASSCODE_ENVIRONMENT: PASSCODE})
+    settings = config.metadata_manager(
+        {**MANAGER, "API_KEY_FILE": ["/k"], "globalHDFfiles": ["1"], "server": ["x"]},
+        secrets=secrets,
+    )
+
+    assert config.unused_line(settings) == (
+        "properties globalHDFfiles, server set but not used by these servers "
+        "(tango-metadata's; they may be removed)"
+    )
+    assert config.secret_lines(settings.delivery) == (
+        "broker passcode from environment variable ICAT_SERVERS_QUEUE_PASSCODE",
+        "e-logbook API key from file /k",
+    )
+    assert config.unused_line(manager()) == ""
+    assert config.secret_lines(manager().delivery) == ()
+    assert config.unused_line(manager(port=["1"])).startswith("property port set but not used")

@@ -532,20 +532,17 @@ class _Reader:
                     "properties, accepted and written as given; they may be removed).",
                 )
             )
-        for name, variable in (
-            ("API_KEY", config.API_KEY_ENVIRONMENT),
-            ("queuePasscode", config.PASSCODE_ENVIRONMENT),
-        ):
-            if any(properties.get(name, ())):
-                file_property = "API_KEY_FILE" if name == "API_KEY" else f"{name}File"
+        for secret in config.SECRETS.values():
+            if any(properties.get(secret.name, ())):
                 self.notes.append(
                     Problem(
                         path,
                         where,
-                        f"{name} is a secret written in this file, and anyone who can read "
-                        "the Tango database can read it: put it in a file readable only by "
-                        f"the server's user (chmod 600) and set {file_property} to its path "
-                        f"instead, or set {variable} in the server's environment.",
+                        f"{secret.name} is a secret written in this file, and anyone who can "
+                        "read the Tango database can read it: put it in a file readable only "
+                        f"by the server's user (chmod 600) and set {secret.file_property} to "
+                        f"its path instead, or set {secret.environment} in the server's "
+                        "environment.",
                     )
                 )
 

@@ -61,7 +61,22 @@ DEVICE_PROPERTIES: Mapping[str, frozenset[str]] = {
 """Device properties; a class property of the same name set on a device overrides it.
 `beamlineId` is tango-metadata's spelling, read when `beamlineID` is absent."""
 
-SECRETS = frozenset({"API_KEY", "queuePasscode"})
+
+@dataclass(frozen=True, slots=True)
+class SecretProperty:
+    """A secret property and its two safer sources."""
+
+    name: str
+    file_property: str
+    """Names a file readable by the server's user only, holding the secret."""
+    environment: str
+    """An environment variable of the server process."""
+
+
+SECRETS = {
+    "API_KEY": SecretProperty("API_KEY", "API_KEY_FILE", API_KEY_ENVIRONMENT),
+    "queuePasscode": SecretProperty("queuePasscode", "queuePasscodeFile", PASSCODE_ENVIRONMENT),
+}
 """Properties whose values are secrets: never in a log, Status, error or repr."""
 
 PROPERTY_NAMES = tuple(
@@ -240,17 +255,14 @@ def queue_name(text: str) -> str:
 
 
 def _secret(
-    properties: Properties,
-    name: str,
-    environment: str,
-    secrets: SecretSource | None,
+    properties: Properties, secret: SecretProperty, secrets: SecretSource | None
 ) -> tuple[str, str]:
     """The secret and where it came from: the file property, the environment, the property.
 
     In that order; a source that is also set but not used is named in the source text,
     so Status tells the operator to remove it.
     """
-    file_property = f"{name}File" if name != "API_KEY" else "API_KEY_FILE"
+    name, file_property, environment = secret.name, secret.file_property, secret.environment
     path = _single(properties, file_property)
     in_environment = secrets.environment(environment) if secrets is not None else ""
     in_database = _single(properties, name)
@@ -304,9 +316,9 @@ def delivery(
             f"property icatplus_server {server!r} is not an http(s) URL: "
             "write e.g. https://icatplus.esrf.fr"
         )
-    passcode, passcode_source = _secret(properties, "queuePasscode", PASSCODE_ENVIRONMENT, secrets)
+    passcode, passcode_source = _secret(properties, SECRETS["queuePasscode"], secrets)
     api_key, api_key_source = (
-        _secret(properties, "API_KEY", API_KEY_ENVIRONMENT, secrets) if icatplus else ("", "")
+        _secret(properties, SECRETS["API_KEY"], secrets) if icatplus else ("", "")
     )
     return Delivery(
         brokers=brokers,

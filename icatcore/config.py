@@ -372,13 +372,14 @@ def metadata_manager(
         _required(properties, "metaExperimentDevice", "id00/metaexp/test"),
         "property metaExperimentDevice",
     )
+    names = parameters(properties)  # before the beamline: a Status names this problem first
     return MetadataManagerConfig(
         beamline=beamline(properties),
         meta_experiment=meta,
         data_folder_pattern=check_pattern(
             _single(properties, "dataFolderPattern", DEFAULT_PATTERN)
         ),
-        parameters=parameters(properties),
+        parameters=names,
         delivery=delivery(properties, icatplus=True, secrets=secrets),
         outbox_directory=_single(properties, "outboxDirectory"),
         unused=unused(properties),

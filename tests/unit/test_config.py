@@ -362,3 +362,8 @@ def test_status_lines_name_the_unused_properties_and_the_secret_sources_not_the_
     assert config.unused_line(manager()) == ""
     assert config.secret_lines(manager().delivery) == ()
     assert config.unused_line(manager(port=["1"])).startswith("property port set but not used")
+
+
+def test_an_unknown_parameter_is_named_before_a_missing_beamline() -> None:
+    message = refused({"metaExperimentDevice": ["a/b/c"], "parameters": ["NotAnIcatName"]})
+    assert "unknown ICAT parameter(s) 'NotAnIcatName'" in message

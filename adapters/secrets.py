@@ -23,7 +23,7 @@ class ServerSecrets:
 
     def read_file(self, path: str) -> str:
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY)  # a link is followed: its target is checked
         except FileNotFoundError:
             raise ConfigurationError(
                 f"secret file {path} does not exist: create it with the secret, readable by "
@@ -37,7 +37,7 @@ class ServerSecrets:
         except OSError as error:
             raise ConfigurationError(
                 f"secret file {path} cannot be opened ({error.strerror or type(error).__name__}):"
-                " name a regular file, not a symbolic link"
+                " name a regular file readable by the server's user"
             ) from None
         try:
             info = os.fstat(fd)

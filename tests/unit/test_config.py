@@ -318,15 +318,25 @@ def test_a_secret_file_open_to_others_is_refused_naming_the_fix_not_the_content(
     assert SECRET not in message
 
 
-def test_a_missing_or_linked_secret_file_is_refused(tmp_path: Path) -> None:
+def test_a_missing_secret_file_is_refused(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(ConfigurationError, match="does not exist: create it"):
         ServerSecrets({}).read_file(str(missing))
+
+
+def test_a_linked_secret_file_is_judged_by_its_target(tmp_path: Path) -> None:
     link = tmp_path / "link"
     os.symlink(secret_file(tmp_path, SECRET, 0o600), link)
-    with pytest.raises(ConfigurationError, match="not a symbolic link") as caught:
+    assert ServerSecrets({}).read_file(str(link)) == SECRET
+    (tmp_path / "api_key").chmod(0o644)
+    with pytest.raises(ConfigurationError, match="open to group or others") as caught:
         ServerSecrets({}).read_file(str(link))
     assert SECRET not in str(caught.value)
+
+
+def test_a_directory_is_not_a_secret_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="is not a regular file"):
+        ServerSecrets({}).read_file(str(tmp_path))
 
 
 def test_the_servers_environment_is_read_stripped() -> None:

@@ -74,6 +74,7 @@ def _register(args: argparse.Namespace) -> int:
     try:
         db, where = _database()
         found = registration.changes(wanted, db)
+        warnings = registration.notes(wanted, db)
     except EmbeddedDatabaseError as exc:
         print(f"cannot start the embedded Tango database: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -85,6 +86,8 @@ def _register(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if not found:
         print(f"nothing to change in the Tango database at {where}")
         return EXIT_OK

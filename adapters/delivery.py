@@ -9,32 +9,35 @@ a beamline scientist understands. Nothing it says contains a secret.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from adapters.icatplus import IcatPlusSender
 from adapters.outbox_store import Journal, OutboxStore
-from adapters.stomp_sender import StompSender, parse_queue_urls
+from adapters.stomp_sender import StompSender
+from icatcore import config
 from icatcore.outbox import Channel, Kind, OutboxMessage
 
 
 @dataclass(frozen=True, slots=True)
 class StompSettings:
-    """`queueURLs`, `queueName` and the optional broker credentials."""
+    """The broker side of icatcore.config.Delivery, as typed values: no parsing here."""
 
-    urls: tuple[str, ...]
-    queue: str = "icatIngest"
-    login: str | None = None
-    passcode: str | None = field(default=None, repr=False)
+    brokers: tuple[config.BrokerAddress, ...]
+    destination: str
+    """Normalised by icatcore.config, e.g. `/queue/icatIngest`."""
+    login: str = ""
+    passcode: str = field(default="", repr=False)
     heartbeat_ms: int = 5000
 
     @classmethod
-    def from_properties(cls, urls: Sequence[str], queue: str, **kw: object) -> StompSettings:
-        return cls(tuple(u for u in urls if u.strip()), queue, **kw)  # type: ignore[arg-type]
+    def of(cls, settings: config.Delivery, *, heartbeat_ms: int = 5000) -> StompSettings:
+        return cls(
+            settings.brokers, settings.queue, settings.login, settings.passcode, heartbeat_ms
+        )
 
     @property
     def enabled(self) -> bool:
-        return bool(parse_queue_urls(self.urls))
+        return bool(self.brokers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +165,8 @@ class Delivery:
             s = self.stomp_settings
             self.stomp_sender = StompSender(
                 store,
-                s.urls,
-                s.queue,
+                s.brokers,
+                s.destination,
                 login=s.login,
                 passcode=s.passcode,
                 heartbeat_ms=s.heartbeat_ms,

@@ -8,37 +8,41 @@ validated before the database is touched, because a half-registered beamline
 ignores) is a dataset that never reaches ICAT. The changes are then computed
 against what the database holds, so a second run writes nothing.
 
-`plan` is pure (no Tango); `changes` reads the database; `apply` writes.
+Two checks, each done once: the file's shape by the pydantic models below (their
+errors located by file, entry, device and line), the values by the devices' own
+configuration reader, `icatcore.config`, and by nothing else.
+
+`plan` is pure (no Tango); `changes` and `notes` read the database; `apply` writes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, NoReturn, Protocol
 
 import yaml
-
-from icatcore.config import (
-    CLASS_PROPERTIES,
-    DEVICE_PROPERTIES,
-    REQUIRED_DEVICE_PROPERTIES,
-    SINGLE_VALUED,
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
 )
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from icatcore import config
+from icatcore.config import CLASS_PROPERTIES, DEVICE_PROPERTIES, UNUSED
+from icatcore.errors import ConfigurationError
 
 CLASSES = ("MetaExperiment", "MetadataManager")
 """The two device classes, each run by the console script of the same name."""
-
-CLASS_ENTRY_KEYS = frozenset({"class", "properties"})
-SERVER_ENTRY_KEYS = frozenset({"server", "personal_name", "device"})
-DEVICE_KEYS = frozenset({"tango_name", "class", "properties"})
-
-_DEVICE_NAME = re.compile(r"^[A-Za-z0-9_.+\-]+/[A-Za-z0-9_.+\-]+/[A-Za-z0-9_.+\-]+$")
 
 PropertyValue = tuple[str, ...]
 """Tango properties are lists of strings."""
@@ -47,6 +51,8 @@ PropertyValue = tuple[str, ...]
 def is_secret(name: str) -> bool:
     """Property values that must never be printed, logged or put in an error."""
     lowered = name.lower()
+    if lowered.endswith("file"):
+        return False  # API_KEY_FILE, queuePasscodeFile: a path, not the secret
     return lowered == "api_key" or "passcode" in lowered or "password" in lowered
 
 
@@ -57,6 +63,146 @@ def show_value(name: str, value: PropertyValue | None) -> str:
     if is_secret(name):
         return "***"
     return json.dumps(list(value))
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = config.nearest(name, known)
+    return f" Did you mean {close!r}?" if close else ""
+
+
+# -- the shape of a file ------------------------------------------------------------------
+
+
+def _refuse(message: str, hint: str = "") -> NoReturn:
+    """A shape error in our words; the message never holds a property's value."""
+    raise PydanticCustomError("icat", "{message}", {"message": message, "hint": hint})
+
+
+def _text(what: str, *, allow_int: bool = False) -> Any:
+    def check(value: Any) -> str:
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if allow_int and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if value is None or value == "":
+            _refuse(f"{what} is missing or empty: write it as text.")
+        _refuse(f"{what} must be text, not {type(value).__name__}: quote it.")
+
+    return BeforeValidator(check)
+
+
+def _class_name(value: str) -> str:
+    if value not in CLASSES:
+        _refuse(
+            f"class {value!r} is not an ICAT server class: use one of {', '.join(CLASSES)}."
+            + _suggest(value, CLASSES)
+        )
+    return value
+
+
+def _server_name(value: str) -> str:
+    if value not in CLASSES:
+        _refuse(
+            f"server {value!r} is not an ICAT server: use {' or '.join(CLASSES)}."
+            + _suggest(value, CLASSES)
+        )
+    return value
+
+
+def _instance(value: str) -> str:
+    if "/" in value:
+        _refuse(f"personal_name {value!r} must not contain '/'.")
+    return value
+
+
+def _tango_name(value: str) -> str:
+    try:
+        config.device_name(value, "tango_name")
+    except ConfigurationError as error:
+        _refuse(f"{error}.")
+    return value
+
+
+def _property_value(value: Any) -> PropertyValue:
+    """YAML scalars and lists of them as Tango's list of strings; the error names no value
+    (the property's name is added from the error's location)."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, bool):
+            out.append("true" if item else "false")
+        elif isinstance(item, str | int | float):
+            out.append(str(item))
+        elif isinstance(item, dt.date):
+            out.append(item.isoformat())
+        elif item is None:
+            _refuse("has no value: give one, or [] to leave it empty.")
+        elif isinstance(item, Mapping) and len(item) == 1 and item is value:
+            ((key, inner),) = item.items()
+            hint = f' If you meant the text "{{{key}}}", quote it.' if inner is None else ""
+            _refuse("is a mapping, not text or a list of text.", hint)
+        else:
+            kind = type(item).__name__
+            listed = "a list of " if item is not value else ""
+            _refuse(f"must be text or a list of text, not {listed}{kind}.")
+    return tuple(out)
+
+
+PropertyMap = dict[str, Annotated[PropertyValue, BeforeValidator(_property_value)]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DeviceEntry(_Strict):
+    tango_name: Annotated[str, BeforeValidator(_tango_name), _text("tango_name")]
+    device_class: Annotated[str, BeforeValidator(_class_name), _text("class")] = Field(
+        alias="class"
+    )
+    properties: PropertyMap | None = None
+
+
+class ClassEntry(_Strict):
+    device_class: Annotated[str, BeforeValidator(_class_name), _text("class")] = Field(
+        alias="class"
+    )
+    properties: PropertyMap
+
+
+class ServerEntry(_Strict):
+    server: Annotated[str, BeforeValidator(_server_name), _text("server")]
+    personal_name: Annotated[
+        str, BeforeValidator(_instance), _text("personal_name", allow_int=True)
+    ]
+    device: list[DeviceEntry] = Field(min_length=1)
+
+
+def _entry_kind(entry: Any) -> str | None:
+    if isinstance(entry, Mapping):
+        if "server" in entry or "device" in entry or "personal_name" in entry:
+            return "server"
+        if "class" in entry:
+            return "class"
+    return None
+
+
+ENTRY: TypeAdapter[ClassEntry | ServerEntry] = TypeAdapter(
+    Annotated[
+        Annotated[ClassEntry, Tag("class")] | Annotated[ServerEntry, Tag("server")],
+        Discriminator(_entry_kind, custom_error_type="entry_kind", custom_error_message="kind"),
+    ]
+)
+"""One entry of a registration file: a class entry or a server entry."""
+
+_KEYS = {
+    "class": ("a class entry", ("class", "properties")),
+    "server": ("a server entry", ("server", "personal_name", "device")),
+    "device": ("a device", ("tango_name", "class", "properties")),
+}
+DEVICE_LIST = (
+    "'device' must be a non-empty list of devices, each with tango_name, class and properties."
+)
 
 
 # -- the plan -------------------------------------------------------------------------
@@ -87,17 +233,8 @@ class DevicePlan:
 
 
 @dataclass(frozen=True)
-class Registration:
-    """What the YAML files ask the Tango database to hold, validated."""
-
-    files: tuple[Path, ...]
-    class_properties: Mapping[str, Mapping[str, PropertyValue]]
-    devices: tuple[DevicePlan, ...]
-
-
-@dataclass(frozen=True)
 class Problem:
-    """One thing wrong in one file, located for the person who must fix it."""
+    """One thing wrong (or worth knowing) in one file, located for the person who must fix it."""
 
     file: Path
     where: str  # "entry 3 (server MetadataManager/icatservers), line 12" or ""
@@ -106,6 +243,18 @@ class Problem:
     def __str__(self) -> str:
         located = f"{self.file}: {self.where}" if self.where else str(self.file)
         return f"{located}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the YAML files ask the Tango database to hold, validated."""
+
+    files: tuple[Path, ...]
+    class_properties: Mapping[str, Mapping[str, PropertyValue]]
+    devices: tuple[DevicePlan, ...]
+    notes: tuple[Problem, ...] = ()
+    """What is accepted but worth a warning: properties these servers do not use, secrets
+    written in the file. `notes()` adds what only the database can tell."""
 
 
 class RegistrationError(ValueError):
@@ -181,173 +330,68 @@ def _entry_label(entry: Any) -> str:
     return "unnamed"
 
 
-def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    lowered = {k.lower(): k for k in known}
-    if name.lower() in lowered:
-        close = [lowered[name.lower()]]
-    return f" Did you mean {close[0]!r}?" if close else ""
+def _device_where(where: str, raw: Any, node: yaml.Node | None, index: int) -> str:
+    """`where` of the index-th device of a server entry (raw: the entry as loaded)."""
+    devices = raw.get("device") if isinstance(raw, Mapping) else None
+    device = devices[index] if isinstance(devices, list) and index < len(devices) else None
+    name = device.get("tango_name") if isinstance(device, Mapping) else None
+    located = f"{where}, device {index + 1} ({name if isinstance(name, str) else 'unnamed'})"
+    device_node = _item(_child(node, "device"), index)
+    return f"{located}, {_line(device_node)}" if device_node is not None else located
 
 
-def icat_parameter_names() -> frozenset[str]:
-    """The ICAT parameter names the devices accept (icat-esrf-definitions)."""
-    from icatcore import definitions  # late: loading the definitions takes about a second
+def _shape_problem(
+    error: ErrorDetails, raw: Any, where: str, node: yaml.Node | None
+) -> tuple[str, str]:
+    """One pydantic error of one entry in our words, and where: its entry or device.
 
-    return definitions.parameter_names()
-
-
-class _FileChecker:
-    """Collects every problem of one file instead of stopping at the first."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.problems: list[Problem] = []
-
-    def problem(self, where: str, message: str) -> None:
-        self.problems.append(Problem(self.path, where, message))
-
-    def unknown_keys(
-        self, where: str, what: str, mapping: Mapping[Any, Any], allowed: frozenset[str]
-    ) -> None:
-        for key in mapping:
-            if key not in allowed:
-                self.problem(
-                    where,
-                    f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}."
-                    + _suggest(str(key), allowed),
-                )
-
-    def text(self, where: str, what: str, value: Any, *, allow_int: bool = False) -> str | None:
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-        if allow_int and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if value is None or value == "":
-            self.problem(where, f"{what} is missing or empty: write it as text.")
-        else:
-            self.problem(where, f"{what} must be text, not {type(value).__name__}: quote it.")
-        return None
-
-    def device_class(self, where: str, value: Any) -> str | None:
-        name = self.text(where, "class", value)
-        if name is not None and name not in CLASSES:
-            self.problem(
-                where,
-                f"class {name!r} is not an ICAT server class: use one of "
-                f"{', '.join(CLASSES)}." + _suggest(name, CLASSES),
-            )
-            return None
-        return name
-
-    def properties(self, where: str, raw: Any, allowed: frozenset[str], owner: str) -> Properties:
-        result = Properties()
-        if raw is None:
-            return result
-        if not isinstance(raw, Mapping):
-            self.problem(
-                where, f"properties must be a mapping of name: value, not {type(raw).__name__}."
-            )
-            return result
-        lowered: dict[str, str] = {}
-        for name, value in raw.items():
-            if not isinstance(name, str) or not name:
-                self.problem(where, f"property name {name!r} must be text.")
-                continue
-            if name not in allowed:
-                self.problem(
-                    where,
-                    f"property {name!r} is not read by {owner}; known: "
-                    f"{', '.join(sorted(allowed))}." + _suggest(name, allowed),
-                )
-                continue
-            if name.lower() in lowered:  # Tango property names ignore case
-                self.problem(
-                    where,
-                    f"property {name!r} is also written as {lowered[name.lower()]!r}: keep one.",
-                )
-                continue
-            lowered[name.lower()] = name
-            converted = self.value(where, name, value)
-            if converted is not None and self.value_is_valid(where, name, converted):
-                result[name] = converted
-        return result
-
-    def value(self, where: str, name: str, value: Any) -> PropertyValue | None:
-        items = value if isinstance(value, list) else [value]
-        out: list[str] = []
-        for item in items:
-            if isinstance(item, bool):
-                out.append("true" if item else "false")
-            elif isinstance(item, str | int | float):
-                out.append(str(item))
-            elif isinstance(item, dt.date):
-                out.append(item.isoformat())
-            elif item is None:
-                self.problem(
-                    where, f"property {name!r} has no value: give one, or [] to leave it empty."
-                )
-                return None
-            elif isinstance(item, Mapping) and not is_secret(name) and len(item) == 1:
-                ((key, inner),) = item.items()
-                hint = f' If you meant the text "{{{key}}}", quote it.' if inner is None else ""
-                self.problem(
-                    where, f"property {name!r} is a mapping, not text or a list of text.{hint}"
-                )
-                return None
-            else:
-                kind = type(item).__name__
-                self.problem(
-                    where,
-                    f"property {name!r} must be text or a list of text, "
-                    f"not {'a list of ' if item is not value else ''}{kind}.",
-                )
-                return None
-        return tuple(out)
-
-    def value_is_valid(self, where: str, name: str, value: PropertyValue) -> bool:
-        """Checks the devices would otherwise only report at run time, as FAULT."""
-        before = len(self.problems)
-        if name in SINGLE_VALUED and len(value) > 1:
-            self.problem(where, f"property {name!r} takes one value, not a list of {len(value)}.")
-        elif (
-            name == "jolokiaPort"
-            and value
-            and not (value[0].isdigit() and 0 <= int(value[0]) <= 65535)
-        ):
-            self.problem(
-                where, f"jolokiaPort must be a port number 0..65535 (0 = off), not {value[0]!r}."
-            )
-        elif name == "metaExperimentDevice" and value and not _DEVICE_NAME.match(value[0]):
-            self.problem(
-                where,
-                f"metaExperimentDevice {value[0]!r} is not a Tango device "
-                "name of the form domain/family/member.",
-            )
-        elif (
-            name == "icatplus_server"
-            and value
-            and value[0]
-            and not value[0].startswith(("http://", "https://"))
-        ):
-            self.problem(
-                where,
-                f"icatplus_server {value[0]!r} must be an http:// or "
-                "https:// URL (or empty for no e-logbook).",
-            )
-        elif name == "parameters":
-            known = icat_parameter_names()
-            seen: set[str] = set()
-            for parameter in value:
-                if parameter in seen:
-                    self.problem(where, f"parameter {parameter!r} is listed twice.")
-                seen.add(parameter)
-                if parameter not in known:
-                    self.problem(
-                        where,
-                        f"parameter {parameter!r} is not an ICAT parameter "
-                        "known to icat-esrf-definitions." + _suggest(parameter, known),
-                    )
-        return len(self.problems) == before
+    Never uses the error's input: it may be a secret.
+    """
+    loc = list(error["loc"])
+    kind = str(loc.pop(0)) if loc else ""
+    if loc[:1] == ["device"] and len(loc) >= 2 and isinstance(loc[1], int):
+        where = _device_where(where, raw, node, loc[1])
+        owner, loc = "device", loc[2:]
+    else:
+        owner = kind
+    what, keys = _KEYS.get(owner, ("an entry", ()))
+    context = error.get("ctx") or {}
+    field = str(loc[0]) if loc else ""
+    message: str
+    if error["type"] == "entry_kind":
+        message = (
+            "the entry has neither 'class' nor 'server': write a class entry (class, "
+            "properties) or a server entry (server, personal_name, device)."
+            if isinstance(raw, Mapping)
+            else "an entry must be a mapping with either 'class' and 'properties', or "
+            "'server', 'personal_name' and 'device'."
+        )
+    elif error["type"] == "icat" and field == "properties" and len(loc) >= 2:
+        name = str(loc[1])
+        hint = "" if is_secret(name) else str(context.get("hint", ""))
+        message = f"property {name!r} {context['message']}{hint}"
+    elif error["type"] == "icat":
+        message = str(context["message"])
+    elif error["type"] == "extra_forbidden":
+        message = (
+            f"unknown key {field!r} in {what}; allowed: {', '.join(sorted(keys))}."
+            + _suggest(field, keys)
+        )
+    elif field == "device" and (len(loc) == 1 or error["type"] in ("too_short", "list_type")):
+        message = DEVICE_LIST
+    elif field == "properties" and len(loc) == 1 and error["type"] == "missing":
+        message = f"{what} needs 'properties'."
+    elif field == "properties" and len(loc) == 1:
+        message = "properties must be a mapping of name: value."
+    elif field == "properties":
+        message = f"property name {loc[1]!r} must be text."
+    elif error["type"] == "missing":
+        message = f"{field} is missing or empty: write it as text."
+    elif owner == "device" and not loc:
+        message = "a device must be a mapping with tango_name, class and properties."
+    else:  # a shape the models allow no other way
+        message = f"{field or 'the entry'} is not as expected ({error['msg']})."
+    return where, message
 
 
 def plan(files: Sequence[Path | str]) -> Registration:
@@ -357,223 +401,238 @@ def plan(files: Sequence[Path | str]) -> Registration:
     """
     if not files:
         raise RegistrationError([Problem(Path("."), "", "no registration file given.")])
-    problems: list[Problem] = []
-    class_properties: dict[str, Properties] = {}
-    class_origin: dict[tuple[str, str], str] = {}
-    devices: dict[str, DevicePlan] = {}
+    reader = _Reader()
     for file in files:
-        path = Path(file)
-        checker = _FileChecker(path)
-        _check_file(checker, class_properties, class_origin, devices)
-        problems.extend(checker.problems)
-    if not problems:
-        problems = _check_as_the_devices_read_it(class_properties, devices.values())
-    if problems:
-        raise RegistrationError(problems)
+        reader.read(Path(file))
+    reader.check_values()
+    if reader.problems:
+        raise RegistrationError(reader.problems)
     return Registration(
         files=tuple(Path(f) for f in files),
-        class_properties=class_properties,
-        devices=tuple(devices.values()),
+        class_properties=reader.class_properties,
+        devices=tuple(reader.devices.values()),
+        notes=tuple(reader.notes),
     )
 
 
-def _check_as_the_devices_read_it(
-    class_properties: Mapping[str, Mapping[str, PropertyValue]], devices: Iterable[DevicePlan]
-) -> list[Problem]:
-    """Run each device's properties, laid over its class's, through the devices' own reader.
+class _PlanSecrets:
+    """The SecretSource of a plan: checks the secret properties, reads nothing (the files
+    and the environment are the server's, not the registering user's)."""
 
-    What icatcore.config refuses would put the device in FAULT: refuse it now instead.
-    """
-    from icatcore import config  # late: it loads the ICAT definitions (about a second)
-    from icatcore.errors import ConfigurationError
+    def read_file(self, path: str) -> str:
+        return "(not read by icat-servers register)"
 
-    readers = {"MetaExperiment": config.meta_experiment, "MetadataManager": config.metadata_manager}
-    problems: list[Problem] = []
-    for device in devices:
-        merged = {**class_properties.get(device.device_class, {}), **device.properties}
+    def environment(self, name: str) -> str:
+        return ""
+
+
+class _Reader:
+    """Reads every file, collecting every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.notes: list[Problem] = []
+        self.class_properties: dict[str, Properties] = {}
+        self.class_where: dict[str, Problem] = {}
+        """Where each class's properties were first set (file and entry)."""
+        self.class_origin: dict[tuple[str, str], str] = {}
+        self.devices: dict[str, DevicePlan] = {}
+        self.checked: list[DevicePlan] = []
+        """Every device whose own entry is well formed, duplicates included: what
+        check_values runs through the devices' reader."""
+
+    def problem(self, file: Path, where: str, message: str) -> None:
+        self.problems.append(Problem(file, where, message))
+
+    def read(self, path: Path) -> None:
         try:
-            readers[device.device_class](merged)
-        except ConfigurationError as exc:
-            problems.append(
-                Problem(device.file, device.where, f"the device would refuse it: {exc}")
+            data, root = _load(path)
+        except OSError as exc:
+            self.problem(path, "", f"cannot read the file: {exc.strerror or exc}.")
+            return
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            reason = getattr(exc, "problem", None) or str(exc)
+            self.problem(path, where, f"not valid YAML: {reason}.")
+            return
+        if data is None:
+            self.problem(
+                path,
+                "",
+                "the file holds no entries: write a list of class and server entries "
+                "(see examples/id00.yml).",
             )
-    return problems
-
-
-def _check_file(
-    checker: _FileChecker,
-    class_properties: dict[str, Properties],
-    class_origin: dict[tuple[str, str], str],
-    devices: dict[str, DevicePlan],
-) -> None:
-    try:
-        data, root = _load(checker.path)
-    except OSError as exc:
-        checker.problem("", f"cannot read the file: {exc.strerror or exc}.")
-        return
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        checker.problem(where, f"not valid YAML: {problem}.")
-        return
-    if data is None:
-        checker.problem(
-            "",
-            "the file holds no entries: write a list of class and server "
-            "entries (see examples/id00.yml).",
-        )
-        return
-    if not isinstance(data, list):
-        checker.problem(
-            _line(root),
-            "the file must be a YAML list of entries (each starting "
-            f"with '- '), not a {type(data).__name__}.",
-        )
-        return
-    for index, entry in enumerate(data):
-        entry_node = _item(root, index)
-        where = ", ".join(
-            part
-            for part in (f"entry {index + 1} ({_entry_label(entry)})", _line(entry_node))
-            if part
-        )
-        if not isinstance(entry, Mapping):
-            checker.problem(
-                where,
-                "an entry must be a mapping with either 'class' and "
-                "'properties', or 'server', 'personal_name' and 'device'.",
+            return
+        if not isinstance(data, list):
+            self.problem(
+                path,
+                _line(root),
+                "the file must be a YAML list of entries (each starting with '- '), "
+                f"not a {type(data).__name__}.",
             )
-        elif "server" in entry or "device" in entry or "personal_name" in entry:
-            _check_server_entry(checker, where, entry, entry_node, devices)
-        elif "class" in entry:
-            _check_class_entry(checker, where, entry, class_properties, class_origin)
-        else:
-            checker.problem(
-                where,
-                "the entry has neither 'class' nor 'server': write a class "
-                "entry (class, properties) or a server entry (server, "
-                "personal_name, device).",
+            return
+        for index, raw in enumerate(data):
+            node = _item(root, index)
+            where = ", ".join(
+                part for part in (f"entry {index + 1} ({_entry_label(raw)})", _line(node)) if part
             )
+            try:
+                entry = ENTRY.validate_python(raw)
+            except ValidationError as error:
+                for details in error.errors(include_url=False, include_input=False):
+                    self.problem(path, *_shape_problem(details, raw, where, node))
+                continue
+            if isinstance(entry, ClassEntry):
+                self.class_entry(path, where, entry)
+            else:
+                self.server_entry(path, where, entry, raw, node)
 
+    def names(
+        self,
+        path: Path,
+        where: str,
+        given: Mapping[str, PropertyValue],
+        allowed: frozenset[str],
+        owner: str,
+    ) -> Properties:
+        """The properties whose names the devices read; the others are problems."""
+        result = Properties()
+        lowered: dict[str, str] = {}
+        for name, value in given.items():
+            if name not in allowed:
+                self.problem(
+                    path,
+                    where,
+                    f"property {name!r} is not read by {owner}; known: "
+                    f"{', '.join(sorted(allowed))}." + _suggest(name, allowed),
+                )
+            elif name.lower() in lowered:  # Tango property names ignore case
+                self.problem(
+                    path,
+                    where,
+                    f"property {name!r} is also written as {lowered[name.lower()]!r}: keep one.",
+                )
+            else:
+                lowered[name.lower()] = name
+                result[name] = value
+        self.note_what_is_worth_knowing(path, where, result)
+        return result
 
-def _check_class_entry(
-    checker: _FileChecker,
-    where: str,
-    entry: Mapping[Any, Any],
-    class_properties: dict[str, Properties],
-    class_origin: dict[tuple[str, str], str],
-) -> None:
-    checker.unknown_keys(where, "a class entry", entry, CLASS_ENTRY_KEYS)
-    name = checker.device_class(where, entry.get("class"))
-    if name is None:
-        return
-    if "properties" not in entry:
-        checker.problem(where, "a class entry needs 'properties'.")
-        return
-    found = checker.properties(
-        where, entry.get("properties"), CLASS_PROPERTIES[name], f"class {name} as a class property"
-    )
-    here = f"{checker.path} {where}"
-    target = class_properties.setdefault(name, Properties())
-    for prop, value in found.items():
-        first = class_origin.get((name, prop.lower()))
-        if first is not None:
-            checker.problem(
-                where, f"class property {name}.{prop} is already set in {first}: set it once."
+    def note_what_is_worth_knowing(
+        self, path: Path, where: str, properties: Mapping[str, PropertyValue]
+    ) -> None:
+        unused = sorted(name for name in properties if name in UNUSED)
+        if unused:
+            self.notes.append(
+                Problem(
+                    path,
+                    where,
+                    f"{', '.join(unused)}: not used by these servers (tango-metadata's "
+                    "properties, accepted and written as given; they may be removed).",
+                )
             )
-            continue
-        class_origin[(name, prop.lower())] = here
-        target[prop] = value
+        for secret in config.SECRETS.values():
+            if any(properties.get(secret.name, ())):
+                self.notes.append(
+                    Problem(
+                        path,
+                        where,
+                        f"{secret.name} is a secret written in this file, and anyone who can "
+                        "read the Tango database can read it: put it in a file readable only "
+                        f"by the server's user (chmod 600) and set {secret.file_property} to "
+                        f"its path instead, or set {secret.environment} in the server's "
+                        "environment.",
+                    )
+                )
 
-
-def _check_server_entry(
-    checker: _FileChecker,
-    where: str,
-    entry: Mapping[Any, Any],
-    entry_node: yaml.Node | None,
-    devices: dict[str, DevicePlan],
-) -> None:
-    checker.unknown_keys(where, "a server entry", entry, SERVER_ENTRY_KEYS)
-    server = checker.text(where, "server", entry.get("server"))
-    if server is not None and server not in CLASSES:
-        checker.problem(
+    def class_entry(self, path: Path, where: str, entry: ClassEntry) -> None:
+        name = entry.device_class
+        found = self.names(
+            path,
             where,
-            f"server {server!r} is not an ICAT server: use "
-            f"{' or '.join(CLASSES)}." + _suggest(server, CLASSES),
+            entry.properties,
+            CLASS_PROPERTIES[name],
+            f"class {name} as a class property",
         )
-        server = None
-    instance = checker.text(where, "personal_name", entry.get("personal_name"), allow_int=True)
-    if instance is not None and "/" in instance:
-        checker.problem(where, f"personal_name {instance!r} must not contain '/'.")
-        instance = None
-    raw_devices = entry.get("device")
-    if not isinstance(raw_devices, list) or not raw_devices:
-        checker.problem(
-            where,
-            "'device' must be a non-empty list of devices, each with "
-            "tango_name, class and properties.",
-        )
-        return
-    devices_node = _child(entry_node, "device")
-    for number, device in enumerate(raw_devices, start=1):
-        node = _item(devices_node, number - 1)
-        name = device.get("tango_name") if isinstance(device, Mapping) else None
-        dwhere = f"{where}, device {number} ({name if isinstance(name, str) else 'unnamed'})"
-        if node is not None:
-            dwhere += f", line {node.start_mark.line + 1}"
-        if not isinstance(device, Mapping):
-            checker.problem(
-                dwhere, "a device must be a mapping with tango_name, class and properties."
-            )
-            continue
-        checker.unknown_keys(dwhere, "a device", device, DEVICE_KEYS)
-        tango_name = checker.text(dwhere, "tango_name", device.get("tango_name"))
-        if tango_name is not None and not _DEVICE_NAME.match(tango_name):
-            checker.problem(
+        here = f"{path} {where}"
+        target = self.class_properties.setdefault(name, Properties())
+        self.class_where.setdefault(name, Problem(path, where, ""))
+        for prop, value in found.items():
+            first = self.class_origin.get((name, prop.lower()))
+            if first is not None:
+                self.problem(
+                    path,
+                    where,
+                    f"class property {name}.{prop} is already set in {first}: set it once.",
+                )
+                continue
+            self.class_origin[(name, prop.lower())] = here
+            target[prop] = value
+
+    def server_entry(
+        self, path: Path, where: str, entry: ServerEntry, raw: Any, node: yaml.Node | None
+    ) -> None:
+        for index, device in enumerate(entry.device):
+            dwhere = _device_where(where, raw, node, index)
+            if device.device_class != entry.server:
+                self.problem(
+                    path,
+                    dwhere,
+                    f"a {device.device_class} device cannot run in the {entry.server} "
+                    f"server: put it under an entry with server: {device.device_class}.",
+                )
+                continue
+            before = len(self.problems)
+            properties = self.names(
+                path,
                 dwhere,
-                f"tango_name {tango_name!r} is not a Tango device name of "
-                "the form domain/family/member, e.g. id00/metadata/test.",
+                device.properties or {},
+                DEVICE_PROPERTIES[device.device_class],
+                f"a {device.device_class} device",
             )
-            tango_name = None
-        device_class = checker.device_class(dwhere, device.get("class"))
-        if device_class is not None and server is not None and device_class != server:
-            checker.problem(
-                dwhere,
-                f"a {device_class} device cannot run in the {server} "
-                f"server: put it under an entry with server: {device_class}.",
+            planned = DevicePlan(
+                name=device.tango_name,
+                device_class=device.device_class,
+                server=f"{entry.server}/{entry.personal_name}",
+                properties=properties,
+                file=path,
+                where=dwhere,
             )
-            device_class = None
-        if device_class is None:
-            continue
-        props = checker.properties(
-            dwhere,
-            device.get("properties"),
-            DEVICE_PROPERTIES[device_class],
-            f"a {device_class} device",
-        )
-        raw_props = device.get("properties")
-        for required in REQUIRED_DEVICE_PROPERTIES[device_class]:
-            if not isinstance(raw_props, Mapping) or required not in raw_props:
-                checker.problem(dwhere, f"required device property {required!r} is missing.")
-            elif required in props and not any(props[required]):
-                checker.problem(dwhere, f"required device property {required!r} is empty.")
-        if tango_name is None or server is None or instance is None:
-            continue
-        first = devices.get(tango_name.lower())
-        if first is not None:
-            checker.problem(
-                dwhere, f"device {tango_name} is already defined in {first.origin}: define it once."
-            )
-            continue
-        devices[tango_name.lower()] = DevicePlan(
-            name=tango_name,
-            device_class=device_class,
-            server=f"{server}/{instance}",
-            properties=props,
-            file=checker.path,
-            where=dwhere,
-        )
+            if len(self.problems) == before:
+                self.checked.append(planned)
+            first = self.devices.get(device.tango_name.lower())
+            if first is not None:
+                self.problem(
+                    path,
+                    dwhere,
+                    f"device {device.tango_name} is already defined in {first.origin}: "
+                    "define it once.",
+                )
+                continue
+            self.devices[device.tango_name.lower()] = planned
+
+    def check_values(self) -> None:
+        """Each class's properties, then each well-formed device's laid over its class's,
+        through the devices' own reader: what icatcore.config refuses would put a device in
+        FAULT. Runs also when other entries have problems, so every problem shows at once."""
+        secrets = _PlanSecrets()
+        refused: set[str] = set()
+        for name, properties in self.class_properties.items():
+            try:
+                config.class_delivery(name, properties, secrets=secrets)
+            except ConfigurationError as exc:
+                refused.add(name)
+                at = self.class_where[name]
+                self.problem(at.file, at.where, f"the devices would refuse it: {exc}")
+        for device in self.checked:
+            if device.device_class in refused:
+                continue
+            merged = {**self.class_properties.get(device.device_class, {}), **device.properties}
+            try:
+                config.READERS[device.device_class](merged, secrets=secrets)
+            except ConfigurationError as exc:
+                self.problem(device.file, device.where, f"the device would refuse it: {exc}")
 
 
 # -- changes against a database ----------------------------------------------------------
@@ -590,6 +649,52 @@ class TangoDatabase(Protocol):
     def get_device_property(self, name: str, props: list[str]) -> dict[str, Sequence[str]]: ...
     def put_device_property(self, name: str, props: dict[str, list[str]]) -> None: ...
     def delete_device_property(self, name: str, props: list[str]) -> None: ...
+
+
+def notes(registration: Registration, db: TangoDatabase) -> list[Problem]:
+    """Warnings for the person registering: the plan's notes, and each `metaExperimentDevice`
+    that names no MetaExperiment in the files nor in the database (a typo would leave the
+    MetadataManager waiting for it for ever)."""
+    import tango  # late: plan() and the listing need no Tango
+
+    found = list(registration.notes)
+    planned = {device.name.lower(): device for device in registration.devices}
+    for device in registration.devices:
+        leader = next(iter(device.properties.get("metaExperimentDevice", ())), "").lower()
+        if not leader:
+            continue
+        if leader in planned:
+            kind = planned[leader].device_class
+        else:
+            try:
+                kind = db.get_device_info(leader).class_name
+            except tango.DevFailed as exc:
+                if not exc.args or getattr(exc.args[0], "reason", "") != "DB_DeviceNotDefined":
+                    raise
+                guess = _suggest(
+                    leader,
+                    [d.name for d in planned.values() if d.device_class != "MetadataManager"],
+                )
+                found.append(
+                    Problem(
+                        device.file,
+                        device.where,
+                        f"metaExperimentDevice {leader!r} is a device neither in these files nor "
+                        "in the Tango database: the MetadataManager would wait for it for ever. "
+                        "Check the name, or register that MetaExperiment too." + guess,
+                    )
+                )
+                continue
+        if kind != "MetaExperiment":
+            found.append(
+                Problem(
+                    device.file,
+                    device.where,
+                    f"metaExperimentDevice {leader!r} is a {kind} device, not a MetaExperiment: "
+                    "name the MetaExperiment this device follows.",
+                )
+            )
+    return found
 
 
 @dataclass(frozen=True)

@@ -25,36 +25,13 @@ from typing import Any
 import stomp
 
 from adapters.outbox_store import OutboxStore, OutboxUnavailable
+from icatcore.config import BrokerAddress
 from icatcore.outbox import Channel, OutboxMessage
 from statecharts.broker_link import BrokerLink
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 61613
 MESSAGE_ID_HEADER = "icat-message-id"
-
-
-def parse_queue_urls(urls: Sequence[str]) -> list[tuple[str, int]]:
-    """`host:port` entries (port defaults to 61613); blanks are ignored."""
-    addresses: list[tuple[str, int]] = []
-    for raw in urls:
-        url = raw.strip()
-        if not url:
-            continue
-        if "://" in url:
-            url = url.split("://", 1)[1]
-        host, sep, port = url.rpartition(":")
-        if not sep or not port.isdigit():
-            addresses.append((url, DEFAULT_PORT))
-        else:
-            addresses.append((host.strip("[]"), int(port)))
-    return addresses
-
-
-def queue_destination(name: str) -> str:
-    """`icatIngest` means `/queue/icatIngest`; a full destination is kept."""
-    name = name.strip()
-    return name if name.startswith("/") else f"/queue/{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +90,8 @@ class StompSender(threading.Thread):
     def __init__(
         self,
         store: OutboxStore,
-        urls: Sequence[str],
-        queue_name: str,
+        brokers: Sequence[BrokerAddress],
+        destination: str,
         login: str | None = None,
         passcode: str | None = None,
         heartbeat_ms: int = 5000,
@@ -125,8 +102,9 @@ class StompSender(threading.Thread):
     ) -> None:
         super().__init__(name="stomp-sender", daemon=True)
         self.store = store
-        self.addresses = parse_queue_urls(urls)
-        self.destination = queue_destination(queue_name)
+        self.addresses = [(broker.host, broker.port) for broker in brokers]
+        self.destination = destination
+        """As icatcore.config normalised it, e.g. `/queue/icatIngest`."""
         self._login = login or None
         self._passcode = passcode or None
         self.heartbeat_ms = heartbeat_ms

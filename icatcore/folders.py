@@ -6,7 +6,8 @@ import string
 
 from icatcore.errors import ConfigurationError
 
-FIELDS = ("dataRoot", "proposal", "beamlineID", "sampleName", "datasetName")
+FIELDS = ("dataRoot", "proposal", "beamlineID", "sampleName", "datasetName", "scanName")
+"""The fields a pattern may use; `{scanName}` is tango-metadata's name for `{datasetName}`."""
 DEFAULT_PATTERN = "{dataRoot}"
 
 
@@ -37,4 +38,5 @@ def data_folder(
         beamlineID=beamline,
         sampleName=sample,
         datasetName=dataset,
+        scanName=dataset,
     )

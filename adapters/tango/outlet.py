@@ -30,12 +30,7 @@ class Outlet:
         self.queue = settings.queue
         self.delivery = Delivery(
             OutboxStore(directory),
-            StompSettings(
-                urls=tuple(str(broker) for broker in settings.brokers),
-                queue=settings.queue,
-                login=settings.login or None,
-                passcode=settings.passcode or None,
-            ),
+            StompSettings.of(settings),
             IcatPlusSettings(settings.icatplus_server, settings.api_key),
         )
         self.delivery.start()

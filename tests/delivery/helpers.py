@@ -7,7 +7,9 @@ import time
 import uuid
 from collections.abc import Callable
 
+from adapters.delivery import StompSettings
 from adapters.outbox_store import OutboxStore
+from icatcore import config
 from icatcore.outbox import Channel, Kind, OutboxMessage
 
 
@@ -68,3 +70,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> floa
 
 def wait_empty(store: OutboxStore, timeout: float = 30.0, channel: Channel | None = None) -> float:
     return wait_until(lambda: store.count(channel) == 0, timeout, "the outbox to empty")
+
+
+def stomp_settings(*urls: str, queue: str, heartbeat_ms: int = 5000) -> StompSettings:
+    """The STOMP settings a device with these `queueURLs` and `queueName` would use:
+    read by icatcore.config, the one reader, as the devices read them."""
+    settings = config.delivery({"queueURLs": list(urls), "queueName": [queue]}, icatplus=False)
+    return StompSettings.of(settings, heartbeat_ms=heartbeat_ms)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.delivery import Delivery, StompSettings
+from adapters.delivery import Delivery
 from adapters.outbox_store import OutboxStore
 from adapters.stomp_sender import MESSAGE_ID_HEADER
 from icatcore.outbox import Channel
-from tests.delivery.helpers import icat_message, wait_empty, wait_until
+from tests.delivery.helpers import icat_message, stomp_settings, wait_empty, wait_until
 from tests.services.activemq import ActiveMQ, drain, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def test_broker_kill_9_mid_stream_and_restart_after_10_s_loses_nothing(
     broker = activemq_factory()
     queue = queue_name()
     store = OutboxStore(tmp_path)
-    delivery = Delivery(store, StompSettings((broker.url,), queue, heartbeat_ms=1000), None)
+    delivery = Delivery(store, stomp_settings(broker.url, queue=queue, heartbeat_ms=1000), None)
     messages = [icat_message(body=f"<dataset n='{i}'/>".encode()) for i in range(200)]
     delivery.start()
     try:
@@ -72,7 +72,7 @@ def test_failover_moves_delivery_to_the_second_broker(
     queue = queue_name()
     store = OutboxStore(tmp_path)
     delivery = Delivery(
-        store, StompSettings((first.url, second.url), queue, heartbeat_ms=1000), None
+        store, stomp_settings(first.url, second.url, queue=queue, heartbeat_ms=1000), None
     )
     delivery.start()
     try:
@@ -103,11 +103,11 @@ CRASH_AFTER_PUT = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from adapters.delivery import Delivery, StompSettings
+    from adapters.delivery import Delivery
     from adapters.outbox_store import OutboxStore
-    from tests.delivery.helpers import icat_message
+    from tests.delivery.helpers import icat_message, stomp_settings
     delivery = Delivery(
-        OutboxStore(Path({path!r})), StompSettings(({down!r},), {queue!r}), None
+        OutboxStore(Path({path!r})), stomp_settings({down!r}, queue={queue!r}), None
     )
     delivery.start()
     delivery.put(icat_message(message_id={message_id!r}, body=b"<dataset name='crash'/>"))
@@ -135,7 +135,7 @@ def test_server_killed_after_put_delivers_after_restart(activemq: ActiveMQ, tmp_
     assert "PUT RETURNED" in result.stdout
     store = OutboxStore(tmp_path)
     assert [m.id for m in store.pending(Channel.ICAT, 10)] == [message_id]
-    delivery = Delivery(store, StompSettings((activemq.url,), queue), None)
+    delivery = Delivery(store, stomp_settings(activemq.url, queue=queue), None)
     delivery.start()
     try:
         wait_empty(store, 30)

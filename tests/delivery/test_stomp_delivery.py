@@ -16,11 +16,11 @@ from pyicat_plus._icat_messaging.serializers.investigation import (
 )
 from pyicat_plus_pytest_plugin.servers.icat_db import IcatDb
 
-from adapters.delivery import Delivery, StompSettings
+from adapters.delivery import Delivery
 from adapters.outbox_store import OutboxStore
-from adapters.stomp_sender import MESSAGE_ID_HEADER, parse_queue_urls, queue_destination
+from adapters.stomp_sender import MESSAGE_ID_HEADER
 from icatcore.outbox import Channel, Kind
-from tests.delivery.helpers import icat_message, wait_empty, wait_until
+from tests.delivery.helpers import icat_message, stomp_settings, wait_empty, wait_until
 from tests.services.activemq import ActiveMQ, drain, free_port
 from tests.services.icat_mocks import IcatIngesterMock
 
@@ -29,20 +29,10 @@ def unique_queue() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"
 
 
-def test_queue_urls_and_name_are_parsed_like_the_properties_say() -> None:
-    assert parse_queue_urls(["a:1", "b", " ", "", "tcp://c:61614"]) == [
-        ("a", 1),
-        ("b", 61613),
-        ("c", 61614),
-    ]
-    assert queue_destination("icatIngest") == "/queue/icatIngest"
-    assert queue_destination("/queue/x") == "/queue/x"
-
-
 def test_messages_arrive_exactly_once_per_id(activemq: ActiveMQ, tmp_path: Path) -> None:
     queue = unique_queue()
     store = OutboxStore(tmp_path)
-    delivery = Delivery(store, StompSettings((activemq.url,), queue), None)
+    delivery = Delivery(store, stomp_settings(activemq.url, queue=queue), None)
     delivery.start()
     sent = {}
     try:
@@ -71,7 +61,7 @@ def test_messages_arrive_exactly_once_per_id(activemq: ActiveMQ, tmp_path: Path)
 
 def test_put_to_receipt_latency_is_small(activemq: ActiveMQ, tmp_path: Path) -> None:
     store = OutboxStore(tmp_path)
-    delivery = Delivery(store, StompSettings((activemq.url,), unique_queue()), None)
+    delivery = Delivery(store, stomp_settings(activemq.url, queue=unique_queue()), None)
     delivery.start()
     try:
         wait_until(lambda: delivery.health().broker_connected, 10, "the broker link")
@@ -108,7 +98,7 @@ def test_dataset_reaches_the_mock_icat_ingester(
         },
     )
     store = OutboxStore(tmp_path / "outbox")
-    delivery = Delivery(store, StompSettings((icat_ingester.broker.url,), "icatIngest"), None)
+    delivery = Delivery(store, stomp_settings(icat_ingester.broker.url, queue="icatIngest"), None)
     delivery.start()
     try:
         delivery.put(icat_message(body=investigation, kind=Kind.INVESTIGATION))
@@ -131,7 +121,7 @@ def test_dataset_reaches_the_mock_icat_ingester(
 
 def test_empty_queue_urls_keeps_messages_and_says_delivery_is_off(tmp_path: Path) -> None:
     store = OutboxStore(tmp_path)
-    delivery = Delivery(store, StompSettings(("",), "icatIngest"), None)
+    delivery = Delivery(store, stomp_settings("", queue="icatIngest"), None)
     delivery.start()
     try:
         assert delivery.stomp_sender is None
@@ -150,7 +140,7 @@ def test_empty_queue_urls_keeps_messages_and_says_delivery_is_off(tmp_path: Path
 def test_broker_down_is_reported_in_words_and_nothing_is_lost(tmp_path: Path) -> None:
     port = free_port()  # nobody listens
     store = OutboxStore(tmp_path)
-    delivery = Delivery(store, StompSettings((f"127.0.0.1:{port}",), "q"), None)
+    delivery = Delivery(store, stomp_settings(f"127.0.0.1:{port}", queue="q"), None)
     delivery.start()
     try:
         delivery.put(icat_message())
@@ -234,7 +224,7 @@ def test_message_stays_in_the_outbox_until_its_receipt(
     fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     store = OutboxStore(tmp_path)
-    delivery = Delivery(store, StompSettings((f"127.0.0.1:{fake_broker.port}",), "q"), None)
+    delivery = Delivery(store, stomp_settings(f"127.0.0.1:{fake_broker.port}", queue="q"), None)
     delivery.start()
     try:
         message = icat_message()

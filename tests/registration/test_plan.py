@@ -185,7 +185,10 @@ MALFORMED = {
     ),
     "required property missing": (
         GOOD.replace("      beamlineID: id00\n", ""),
-        ["device 1 (id00/metadata/test)", "required device property 'beamlineID' is missing"],
+        [
+            "device 1 (id00/metadata/test)",
+            "the device would refuse it: property beamlineID is missing",
+        ],
     ),
     "device class differs from its server": (
         GOOD.replace("    class: MetadataManager\n", "    class: MetaExperiment\n"),
@@ -198,8 +201,7 @@ MALFORMED = {
         GOOD + "      parameters: [Sample_description, Sample_descripton]\n",
         [
             "device 1 (id00/metadata/test)",
-            "parameter 'Sample_descripton' is not an ICAT parameter",
-            "Did you mean 'Sample_description'?",
+            "unknown ICAT parameter(s) 'Sample_descripton' (did you mean 'Sample_description'?)",
         ],
     ),
     "value without a value": (
@@ -208,11 +210,14 @@ MALFORMED = {
     ),
     "several values for a single-valued property": (
         GOOD.replace("beamlineID: id00", "beamlineID: [id00, id01]"),
-        ["property 'beamlineID' takes one value"],
+        ["device 1 (id00/metadata/test)", "property beamlineID has 2 values: give exactly one"],
     ),
     "bad jolokia port": (
         GOOD.replace("queueURLs: localhost:61613", "jolokiaPort: eighty"),
-        ["jolokiaPort must be a port number"],
+        [
+            "entry 1 (class MetadataManager), line 1: the devices would refuse it",
+            "property jolokiaPort 'eighty' is not a port",
+        ],
     ),
     "beamline name the devices refuse": (
         GOOD.replace("beamlineID: id00", "beamlineID: id 00"),
@@ -223,7 +228,10 @@ MALFORMED = {
     ),
     "broker address the devices refuse": (
         GOOD.replace("queueURLs: localhost:61613", "queueURLs: localhost:stomp"),
-        ["device 1 (id00/metadata/test)", "queueURLs entry 'localhost:stomp' is not host:port"],
+        [
+            "entry 1 (class MetadataManager), line 1",
+            "queueURLs entry 'localhost:stomp' is not host:port",
+        ],
     ),
     "not a list": ("class: MetadataManager\n", ["must be a YAML list of entries"]),
     "empty file": ("", ["the file holds no entries"]),
@@ -327,3 +335,169 @@ def test_broker_login_and_passcode_are_accepted_and_the_passcode_is_masked(tmp_p
     assert "s3cret" not in repr(registration)
     change = SetProperty("class", "MetadataManager", "queuePasscode", ("s3cret-pass",))
     assert str(change) == "+ class property MetadataManager.queuePasscode: ***"
+
+
+# -- tango-metadata's files, read as written ----------------------------------------------
+
+OLD_SERVERS = """\
+- class: MetadataManager
+  properties:
+    queueURLs: localhost:61613
+    server: icat.esrf.fr
+    port: 443
+    username: reader
+- server: MetadataManager
+  personal_name: icatservers
+  device:
+  - tango_name: id00/metadata/test
+    class: MetadataManager
+    properties:
+      beamlineId: id00
+      metaExperimentDevice: id00/metaexp/test
+      globalHDFfiles: "true"
+      dataFolderPattern: "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{scanName}"
+"""
+
+
+def test_an_original_tango_metadata_file_is_accepted_and_its_unused_properties_named(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, OLD_SERVERS)
+
+    registration = plan([path])
+
+    assert registration.class_properties["MetadataManager"]["port"] == ("443",)
+    (device,) = registration.devices
+    assert device.properties["beamlineId"] == ("id00",)
+    assert device.properties["globalHDFfiles"] == ("true",)
+    notes = [str(note) for note in registration.notes]
+    assert notes == [
+        f"{path}: entry 1 (class MetadataManager), line 1: port, server, username: not used by "
+        "these servers (tango-metadata's properties, accepted and written as given; they may "
+        "be removed).",
+        f"{path}: entry 2 (server MetadataManager/icatservers), line 7, device 1 "
+        "(id00/metadata/test), line 10: globalHDFfiles: not used by these servers "
+        "(tango-metadata's properties, accepted and written as given; they may be removed).",
+    ]
+
+
+def test_both_spellings_of_beamline_id_on_one_device_are_refused(tmp_path: Path) -> None:
+    text = GOOD.replace("beamlineID: id00", "beamlineID: id00\n      beamlineId: id00")
+    assert "property 'beamlineId' is also written as 'beamlineID': keep one." in refusal(
+        write(tmp_path, text)
+    )
+
+
+def test_a_file_without_secrets_or_old_properties_has_no_notes(tmp_path: Path) -> None:
+    text = GOOD.replace("    API_KEY: s3cret-key\n", "    API_KEY_FILE: /etc/icat/key\n")
+    assert plan([write(tmp_path, text)]).notes == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "name", "file_property", "variable"),
+    [
+        ("API_KEY: s3cret-key", "API_KEY", "API_KEY_FILE", "ICAT_SERVERS_API_KEY"),
+        (
+            "queuePasscode: s3cret-pass",
+            "queuePasscode",
+            "queuePasscodeFile",
+            "ICAT_SERVERS_QUEUE_PASSCODE",
+        ),
+    ],
+)
+def test_a_secret_in_the_file_is_accepted_with_a_note_recommending_the_file_property(
+    tmp_path: Path, line: str, name: str, file_property: str, variable: str
+) -> None:
+    path = write(tmp_path, GOOD.replace("API_KEY: s3cret-key", line))
+
+    (note,) = plan([path]).notes
+
+    assert str(note).startswith(f"{path}: entry 1 (class MetadataManager), line 1: {name} is")
+    assert f"set {file_property} to its path" in note.message
+    assert variable in note.message
+    assert "s3cret" not in str(note)
+
+
+def test_a_secret_file_property_must_name_an_absolute_path(tmp_path: Path) -> None:
+    text = GOOD.replace("API_KEY: s3cret-key", "API_KEY_FILE: key.txt")
+    message = refusal(write(tmp_path, text))
+    assert "entry 1 (class MetadataManager), line 1: the devices would refuse it" in message
+    assert "property API_KEY_FILE 'key.txt' is not an absolute path" in message
+
+
+def test_a_secret_file_is_not_read_by_the_plan(tmp_path: Path) -> None:
+    text = GOOD.replace("API_KEY: s3cret-key", "API_KEY_FILE: /nonexistent/icat/key")
+    registration = plan([write(tmp_path, text)])
+    assert registration.class_properties["MetadataManager"]["API_KEY_FILE"] == (
+        "/nonexistent/icat/key",
+    )
+
+
+SHAPES = {
+    "server that is no ICAT server": (
+        GOOD.replace("- server: MetadataManager", "- server: MetadataManagr"),
+        ["'MetadataManagr' is not an ICAT server", "Did you mean 'MetadataManager'?"],
+    ),
+    "personal_name with a slash": (
+        GOOD.replace("personal_name: icatservers", "personal_name: a/b"),
+        ["personal_name 'a/b' must not contain '/'."],
+    ),
+    "personal_name a list": (
+        GOOD.replace("personal_name: icatservers", "personal_name: [a]"),
+        ["personal_name must be text, not list: quote it."],
+    ),
+    "device not a mapping": (
+        GOOD.replace(
+            "  - tango_name: id00/metadata/test\n", "  - just-a-name\n  - tango_name: x/y/z\n"
+        ),
+        ["device 1 (unnamed), line 8", "a device must be a mapping with tango_name"],
+    ),
+    "property name not text": (
+        GOOD.replace("    queueURLs: localhost:61613\n", "    5: localhost:61613\n"),
+        ["entry 1 (class MetadataManager)", "property name 5 must be text."],
+    ),
+    "class entry without properties": (
+        GOOD.replace(
+            "  properties:\n    queueURLs: localhost:61613\n    API_KEY: s3cret-key\n", ""
+        ),
+        ["entry 1 (class MetadataManager), line 1: a class entry needs 'properties'."],
+    ),
+    "list inside a list": (
+        GOOD.replace("beamlineID: id00", "beamlineID: [[id00]]"),
+        ["property 'beamlineID' must be text or a list of text, not a list of list."],
+    ),
+    "empty device list": (
+        GOOD.replace(
+            GOOD[GOOD.index("  device:") :],
+            "  device: []\n",
+        ),
+        ["entry 2 (server MetadataManager/icatservers), line 5", "'device' must be a non-empty"],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SHAPES))
+def test_a_file_of_the_wrong_shape_is_refused_in_words(tmp_path: Path, kind: str) -> None:
+    text, expected = SHAPES[kind]
+    message = refusal(write(tmp_path, text))
+    for part in expected:
+        assert part in message
+    assert "pydantic" not in message and "Input should be" not in message
+
+
+@pytest.mark.parametrize(
+    "value", ["[[s3cret-key]]", "{s3cret-key: 1}", "{a: s3cret-key, b: 2}", "[{s3cret-key: 1}]"]
+)
+def test_a_secret_of_the_wrong_shape_is_refused_without_showing_it(
+    tmp_path: Path, value: str
+) -> None:
+    message = refusal(write(tmp_path, GOOD.replace("API_KEY: s3cret-key", f"API_KEY: {value}")))
+    assert "property 'API_KEY'" in message
+    assert "s3cret" not in message
+
+
+def test_a_secret_file_property_is_a_path_and_shown_as_one() -> None:
+    change = SetProperty("class", "MetadataManager", "API_KEY_FILE", ("/etc/icat/key",))
+    assert str(change) == '+ class property MetadataManager.API_KEY_FILE: ["/etc/icat/key"]'
+    passcode = SetProperty("class", "MetaExperiment", "queuePasscodeFile", ("/etc/icat/pass",))
+    assert str(passcode).endswith('queuePasscodeFile: ["/etc/icat/pass"]')

@@ -263,3 +263,97 @@ def test_an_unreachable_tango_host_is_reported_with_what_to_do(
     assert status == 1
     assert out == ""
     assert "cannot reach the Tango database at TANGO_HOST=127.0.0.1:1" in err
+
+
+def test_a_secret_in_the_file_is_written_with_a_warning_recommending_the_file_property(
+    db: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = register(capsys, EXAMPLE)
+
+    assert status == 0
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {EXAMPLE}: entry 2 (class MetadataManager), line 12: API_KEY is a secret "
+        "written in this file, and anyone who can read the Tango database can read it: put it "
+        "in a file readable only by the server's user (chmod 600) and set API_KEY_FILE to its "
+        "path instead, or set ICAT_SERVERS_API_KEY in the server's environment."
+    ]
+
+
+def test_tango_metadatas_old_properties_are_written_and_named_as_not_used(
+    db: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    edited = edited_example(
+        tmp_path,
+        "      beamlineID: id00\n      dataFolderPattern",
+        "      beamlineId: id00\n      globalHDFfiles: 'true'\n      username: reader\n"
+        "      dataFolderPattern",
+    )
+
+    status, out, err = register(capsys, edited)
+
+    assert status == 0
+    assert '+ device property id00/metadata/test.globalHDFfiles: ["true"]' in out.splitlines()
+    assert db.get_device_property("id00/metadata/test", ["beamlineId", "username"]) == {
+        "beamlineId": ["id00"],
+        "username": ["reader"],
+    }
+    assert (
+        "device 1 (id00/metadata/test), line 23: globalHDFfiles, username: not used by these "
+        "servers"
+    ) in err
+
+
+def test_a_meta_experiment_device_named_nowhere_is_registered_with_a_warning(
+    db: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    edited = edited_example(
+        tmp_path,
+        "      metaExperimentDevice: id00/metaexp/test",
+        "      metaExperimentDevice: id00/metaexp/tset",
+    )
+
+    status, out, err = register(capsys, "--dry-run", edited)
+
+    assert status == 0
+    assert out.splitlines()[-1].startswith("dry run: 15 changes not written")
+    assert (
+        f"warning: {edited}: entry 3 (server MetadataManager/icatservers), line 20, device 1 "
+        "(id00/metadata/test), line 23: metaExperimentDevice 'id00/metaexp/tset' is a device "
+        "neither in these files nor in the Tango database: the MetadataManager would wait for "
+        "it for ever. Check the name, or register that MetaExperiment too. "
+        "Did you mean 'id00/metaexp/test'?"
+    ) in err.splitlines()
+
+
+def test_a_meta_experiment_already_in_the_database_needs_no_warning(
+    db: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    register(capsys, EXAMPLE)
+    text = EXAMPLE.read_text()
+    only_manager = tmp_path / "manager.yml"
+    only_manager.write_text(text[: text.index("- server: MetaExperiment")])
+
+    status, out, err = register(capsys, only_manager)
+
+    assert status == 0
+    assert out.startswith("nothing to change")
+    assert "metaExperimentDevice" not in err
+
+
+def test_a_meta_experiment_device_naming_a_metadata_manager_is_warned_about(
+    db: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    edited = edited_example(
+        tmp_path,
+        "      metaExperimentDevice: id00/metaexp/test",
+        "      metaExperimentDevice: id00/metadata/test",
+    )
+
+    status, _, err = register(capsys, edited)
+
+    assert status == 0
+    assert (
+        "metaExperimentDevice 'id00/metadata/test' is a MetadataManager device, not a "
+        "MetaExperiment: name the MetaExperiment this device follows."
+    ) in err

@@ -9,6 +9,7 @@ from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, run
 
 from adapters.outbox_store import OutboxUnavailable
+from adapters.secrets import SERVER_SECRETS
 from adapters.tango import common
 from adapters.tango.link import Followers
 from adapters.tango.outlet import Outlet, reopened
@@ -37,6 +38,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
             self.audience = Followers(self.get_name())
             self.outlet: Outlet | None = None
             self.shown: tuple[object, ...] = ()
+            self.notes: tuple[str, ...] = ()
             self.watcher = Watcher(self, self.publish_state)
             self.chart = MetaExperimentChart(Settings(beamline=""))
             for name in ("State", "Status", *MEMORIZED):
@@ -59,9 +61,15 @@ class MetaExperiment(Device):  # type: ignore[misc]
     def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open the outbox; the problem, if any, in words."""
         try:
-            settings = config.meta_experiment(common.properties(self))
+            settings = config.meta_experiment(common.properties(self), secrets=SERVER_SECRETS)
         except ConfigurationError as error:
+            self.notes = ()
             return None, str(error)
+        self.notes = tuple(
+            line
+            for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
+            if line
+        )
         if facility.problem():
             return None, facility.problem()
         directory = common.state_directory(settings.outbox_directory, self.get_name())
@@ -161,6 +169,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
         status = self.chart.status()
         if self.outlet is not None:
             status = f"{status}\n{self.outlet.status_line()}"
+        status = "\n".join((status, *self.notes))
         self.set_state(state)
         self.set_status(status)
         if (state, status) != self.shown:

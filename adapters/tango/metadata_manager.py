@@ -19,6 +19,7 @@ from tango.server import Device, attribute, command, run
 
 from adapters.delivery import DeliveryHealth
 from adapters.outbox_store import OutboxUnavailable
+from adapters.secrets import SERVER_SECRETS
 from adapters.tango import common
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
@@ -86,6 +87,8 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.messages: deque[str] = deque(maxlen=MESSAGES_KEPT)
         self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
         self.delivery_line = ""
+        self.notes: tuple[str, ...] = ()
+        """Status lines on the configuration: unused properties, where secrets come from."""
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
         for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
             self.set_change_event(name, True, False)
@@ -146,9 +149,15 @@ class MetadataManager(Device):  # type: ignore[misc]
     def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open what they name; the problem, if any, in words."""
         try:
-            settings = config.metadata_manager(common.properties(self))
+            settings = config.metadata_manager(common.properties(self), secrets=SERVER_SECRETS)
         except ConfigurationError as error:
+            self.notes = ()
             return None, str(error)
+        self.notes = tuple(
+            line
+            for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
+            if line
+        )
         if facility.problem():
             return None, facility.problem()
         self.settings = settings
@@ -526,7 +535,9 @@ class MetadataManager(Device):  # type: ignore[misc]
         """Show the chart: State, Status, and change events for what the servers changed."""
         chart = self.chart
         state = STATES[chart.current_state_value]
-        status = "\n".join(line for line in (chart.status(), self.delivery_line) if line)
+        status = "\n".join(
+            line for line in (chart.status(), self.delivery_line, *self.notes) if line
+        )
         self.set_state(state)
         self.set_status(status)
         shown = (

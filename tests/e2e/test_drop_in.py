@@ -7,6 +7,7 @@ returns)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,50 @@ def test_a_misspelt_meta_experiment_is_named_as_not_defined(
         assert "id00/metaexp/tset is not defined in the Tango database" in device.status()
     finally:
         server.kill()
+
+
+ORIGINAL_PATTERN = "{dataRoot}/{proposal}/{beamlineID}/{sampleName}/{scanName}"
+"""The example of tango-metadata's README."""
+
+
+def test_the_original_configuration_is_read_as_written(
+    beamline_factory: Callable[..., Beamline], tmp_path: Path
+) -> None:
+    """tango-metadata's README: `{scanName}`, `beamlineId`, `globalHDFfiles` and the ICAT
+    reader's class properties; a secret in a file of the server's user only."""
+    key = tmp_path / "api_key"
+    key.write_text("elogbook-0000-secret-never-shown\n")
+    key.chmod(0o600)
+    line = beamline_factory(
+        "tmconfig",
+        start=False,
+        pattern=ORIGINAL_PATTERN,
+        manager_properties={
+            "globalHDFfiles": ["{dataRoot}/{proposal}/{beamlineID}/{proposal}-{beamlineID}.h5"],
+            "API_KEY_FILE": [str(key)],
+        },
+        class_properties={
+            "MetadataManager": {"server": ["icat.example"], "port": ["443"], "username": ["r"]}
+        },
+    )
+    database = tango.Database()
+    for name in (line.meta_name, line.manager_name):
+        database.delete_device_property(name, ["beamlineID"])
+        database.put_device_property(name, {"beamlineId": ["id29"]})
+    line.start()
+    status = line.manager.status()
+    for name in ("globalHDFfiles", "server", "port", "username"):
+        assert name in status, status
+    assert f"e-logbook API key from file {key}" in status, status
+    assert "secret-never-shown" not in status
+    line.open_session("hg29", "crystal", "/data/visitor")
+    line.manager.write_attribute("datasetName", "scan_0001")
+    assert line.manager.dataFolder == "/data/visitor/hg29/id29/crystal/scan_0001"
+    mark = line.mark()
+    line.manager.command_inout("StartDataset")
+    line.manager.command_inout("EndDataset")
+    [dataset] = line.datasets_since(mark)
+    assert (dataset.beamline, dataset.location) == (
+        "id29",
+        "/data/visitor/hg29/id29/crystal/scan_0001",
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,22 +45,26 @@ def about(class_name: str) -> str:
     required = REQUIRED_DEVICE_PROPERTIES[class_name]
     class_properties = sorted(CLASS_PROPERTIES[class_name])
     device_only = sorted(DEVICE_PROPERTIES[class_name] - CLASS_PROPERTIES[class_name])
-    return "\n".join(
-        [
-            f"{class_name} INSTANCE: the {class_name} Tango device server of icat-servers; it "
-            + ABOUT[class_name],
-            f"  class properties (a device property of the same name overrides them): "
-            f"{', '.join(class_properties)}",
-            f"  device properties: {', '.join(device_only)} (required: {', '.join(required)})",
-            "  Tango database: TANGO_HOST; when it is not set, the embedded database of "
-            f"ICAT_SERVERS_STATE (now {default_state_dir()}) if one runs: start it with "
-            "'icat-servers up' (database, registration, both servers) or "
-            "'icat-servers database start'.",
-            "  Outboxes: $ICAT_SERVERS_STATE/outbox/<device> unless outboxDirectory is set.",
-            f"  Documentation: {readme()}",
-            "",
-        ]
+    lines = [
+        f"{class_name} INSTANCE: the {class_name} Tango device server of icat-servers; it "
+        + ABOUT[class_name],
+        f"  class properties (a device property of the same name overrides them): "
+        f"{', '.join(class_properties)}",
+        f"  device properties: {', '.join(device_only)} (required: {', '.join(required)})",
+        "  Tango database: TANGO_HOST; when it is not set, the embedded database of "
+        f"ICAT_SERVERS_STATE (now {default_state_dir()}) if one runs: start it with "
+        "'icat-servers up' (database, registration, both servers) or "
+        "'icat-servers database start'.",
+        "  Outboxes: $ICAT_SERVERS_STATE/outbox/<device> unless outboxDirectory is set.",
+        f"  Documentation: {readme()}",
+    ]
+    wrapped = (
+        textwrap.fill(
+            line, 88, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False
+        )
+        for line in lines
     )
+    return "\n".join(wrapped) + "\n"
 
 
 def tango_host_configured() -> bool:

@@ -73,6 +73,7 @@ def show(manager: tango.DeviceProxy, call: str) -> None:
 
 
 def session(meta: tango.DeviceProxy, manager: tango.DeviceProxy, data_root: Path) -> None:
+    waiting = manager.undeliveredCount  # logbook messages a kept (--keep) outbox still holds
     meta.proposal = ""
     show(manager, "proposal = '' (a new session)")
     meta.proposal = "hg123"
@@ -101,7 +102,7 @@ def session(meta: tango.DeviceProxy, manager: tango.DeviceProxy, data_root: Path
         "which the next demo empties)"
     )
     deadline = time.monotonic() + 15
-    while manager.undeliveredCount > 1 and time.monotonic() < deadline:
+    while manager.undeliveredCount > waiting + 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     print("\nMetadataManager Status:\n  " + "\n  ".join(manager.status().splitlines()))
     print(

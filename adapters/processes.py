@@ -47,7 +47,8 @@ def start_server(
     deadline = time.monotonic() + timeout
     for device in devices:
         # the full name: this process's own TANGO_HOST may name another database
-        full_name = f"tango://{tango_host}/{device}" if tango_host else device
+        qualified = "://" in device or "#" in device
+        full_name = f"tango://{tango_host}/{device}" if tango_host and not qualified else device
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"{argv[0]} exited with {process.returncode}: see {log}")

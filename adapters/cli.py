@@ -78,6 +78,13 @@ def _up(args: argparse.Namespace) -> int:
     from adapters import stack
 
     files: list[Path] = args.files or [stack.EXAMPLE]
+    if not args.files and not stack.EXAMPLE.is_file():
+        print(
+            "icat-servers up: give a registration FILE: the default example "
+            "(examples/id00.yml) ships with the repository, not with the installed package",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     state = default_state_dir()
     if os.environ.get("TANGO_HOST", "").strip():
         print(

@@ -77,8 +77,12 @@ class ActiveMQ:
             f"xbean:file:{self.conf_dir / 'activemq.xml'}",
         ]
 
-    def start(self) -> None:
-        """Start the broker and return once its STOMP port accepts connections."""
+    def start(self, detach: bool = False) -> None:
+        """Start the broker and return once its STOMP port accepts connections.
+
+        `detach`: in a session of its own, to outlive the command that started it
+        (`icat-servers up`), which records its PID for `icat-servers down`.
+        """
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"ActiveMQ on port {self.port} is already running")
         if port_accepts(self.port):
@@ -94,7 +98,11 @@ class ActiveMQ:
         command = self._command()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while not port_accepts(self.port):

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,13 @@ class EmbeddedDatabase:
     """A pytango-db database on loopback whose PID and port are kept in `state_dir`.
 
     `port=None` reuses the port remembered from an earlier run when it is free
-    (so a TANGO_HOST written down earlier stays right), otherwise lets the
-    system pick a free one.
+    (so a TANGO_HOST written down earlier, and the servers that use it, stay
+    right), otherwise picks a free one below the system's ephemeral range.
+
+    The database is always given an explicit port: omniORB then binds it with
+    SO_REUSEADDR, so the connections a stopped database leaves behind (TIME_WAIT,
+    FIN-WAIT-2 while a client still holds its end) do not keep the next start off
+    its port. With port 0 omniORB binds without it, and a restart had to move.
     """
 
     def __init__(
@@ -84,6 +90,10 @@ class EmbeddedDatabase:
 
         Returns only once the database answers Tango requests.
         """
+        return self.start_or_reuse()[0].tango_host
+
+    def start_or_reuse(self) -> tuple[RunningDatabase, bool]:
+        """The running database, and whether this call started it (False: it already ran)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
             running = self._running()
@@ -100,8 +110,8 @@ class EmbeddedDatabase:
                         f"{running.port} (pid {running.pid}), not {self.port}: stop it first "
                         "(icat-servers database stop) or use that port"
                     )
-                return running.tango_host
-            return self._spawn().tango_host
+                return running, False
+            return self._spawn(), True
 
     def stop(self) -> int | None:
         """Stop the recorded database process by PID; return that PID, or None if none ran."""
@@ -177,7 +187,14 @@ class EmbeddedDatabase:
         remembered = self._read_state().get("port")
         if remembered and _port_is_free(remembered):
             return remembered
-        return 0
+        if remembered:
+            print(
+                f"the embedded database's port {remembered} is taken by another program: "
+                "moving to another port (servers started with the old TANGO_HOST must be "
+                "restarted)",
+                file=sys.stderr,
+            )
+        return _free_port_below_ephemeral(self.state_dir)
 
     def _spawn(self) -> RunningDatabase:
         port = self._choose_port()
@@ -270,6 +287,21 @@ class EmbeddedDatabase:
             else:
                 time.sleep(0.05)
         return False
+
+
+PORTS = range(20000, 32000)
+"""Where a new database's port is picked: below Linux's ephemeral range (32768-60999), so
+that no client's outgoing connection happens to sit on it when the database restarts."""
+
+
+def _free_port_below_ephemeral(state_dir: Path) -> int:
+    """A free port in PORTS, the same first choice for the same state directory."""
+    first = zlib.crc32(str(state_dir.resolve()).encode()) % len(PORTS)
+    for offset in range(len(PORTS)):
+        port = PORTS[(first + offset * 7919) % len(PORTS)]
+        if _port_is_free(port):
+            return port
+    raise EmbeddedDatabaseError(f"no free port on {HOST} in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def _port_is_free(port: int) -> bool:

@@ -214,5 +214,6 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
 
 def main(args: list[str] | None = None) -> int:
-    run((MetaExperiment,), args=["MetaExperiment", *(sys.argv[1:] if args is None else args)])
-    return 0
+    from adapters.tango.startup import serve
+
+    return serve(run, (MetaExperiment,), sys.argv[1:] if args is None else args)

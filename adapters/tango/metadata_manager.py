@@ -586,5 +586,6 @@ def main(args: list[str] | None = None) -> int:
     # switch interval than the 5 ms default lets a call take the GIL sooner (EndDataset
     # median 5.1 -> 2.6 ms in bench/bench_delivery.py).
     sys.setswitchinterval(0.0005)
-    run((MetadataManager,), args=["MetadataManager", *(sys.argv[1:] if args is None else args)])
-    return 0
+    from adapters.tango.startup import serve
+
+    return serve(run, (MetadataManager,), sys.argv[1:] if args is None else args)

@@ -141,3 +141,65 @@ def test_a_database_that_runs_but_does_not_answer_is_reported_not_duplicated(
         os.kill(pid, signal.SIGCONT)
     assert database.stop() == pid
     assert not alive(pid)
+
+
+def test_the_database_comes_back_on_its_port_while_a_client_holds_a_connection(
+    state_dir: Path,
+) -> None:
+    database = EmbeddedDatabase(state_dir)
+    tango_host = database.start()
+    port = int(tango_host.rsplit(":", 1)[1])
+    assert port < 32768, "a new database's port is chosen below the ephemeral range"
+    client = tango.Database("127.0.0.1", port)
+    client.get_info()  # a connection the stopped database leaves in FIN-WAIT-2
+
+    database.stop()
+    assert EmbeddedDatabase(state_dir).start() == tango_host
+    assert "TANGO Database" in client.get_info()
+
+
+def test_database_start_while_it_runs_says_so_and_prints_tango_host(state_dir: Path) -> None:
+    first = icat_servers(state_dir, "database", "start")
+    again = icat_servers(state_dir, "database", "start")
+
+    assert again.returncode == 0
+    assert again.stdout == first.stdout
+    pid = recorded(state_dir)["pid"]
+    assert again.stderr == (
+        f"the embedded Tango database already runs (pid {pid}, state in {state_dir})\n"
+    )
+
+
+def test_a_dry_run_with_no_database_compares_with_an_empty_one_and_starts_nothing(
+    state_dir: Path,
+) -> None:
+    shown = icat_servers(state_dir, "register", "--dry-run", str(EXAMPLE))
+
+    assert shown.returncode == 0, shown.stderr
+    assert "no embedded Tango database runs" in shown.stderr
+    assert "comparing with an empty database" in shown.stderr
+    assert "+ device id00/metadata/test (MetadataManager/icatservers)" in shown.stdout
+    assert shown.stdout.endswith("not written to an empty Tango database\n")
+    assert SECRET not in shown.stdout + shown.stderr
+    assert not state_dir.exists(), "a dry run started or wrote something"
+
+
+def test_a_dry_run_compares_with_the_running_embedded_database_and_writes_nothing(
+    state_dir: Path,
+) -> None:
+    started = icat_servers(state_dir, "database", "start")
+    tango_host = started.stdout.strip().removeprefix("TANGO_HOST=")
+    before = sorted(p.name for p in state_dir.iterdir())
+
+    shown = icat_servers(state_dir, "register", "--dry-run", str(EXAMPLE))
+
+    assert shown.returncode == 0, shown.stderr
+    assert f"comparing with the embedded Tango database, TANGO_HOST={tango_host}" in shown.stderr
+    assert shown.stdout.endswith(f"not written to TANGO_HOST={tango_host}\n")
+    db = tango.Database(*tango_host.split(":"))
+    assert "MetadataManager/icatservers" not in list(db.get_server_list("*"))
+    assert sorted(p.name for p in state_dir.iterdir()) == before
+    written = icat_servers(state_dir, "register", str(EXAMPLE))
+    assert written.returncode == 0
+    again = icat_servers(state_dir, "register", "--dry-run", str(EXAMPLE))
+    assert again.stdout.startswith("nothing to change")

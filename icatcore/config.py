@@ -61,6 +61,12 @@ DEVICE_PROPERTIES: Mapping[str, frozenset[str]] = {
 """Device properties; a class property of the same name set on a device overrides it.
 `beamlineId` is tango-metadata's spelling, read when `beamlineID` is absent."""
 
+REQUIRED_DEVICE_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    "MetaExperiment": ("beamlineID",),
+    "MetadataManager": ("beamlineID", "metaExperimentDevice"),
+}
+"""What a device cannot work without (`beamlineId` stands for `beamlineID`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SecretProperty:

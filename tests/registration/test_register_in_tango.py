@@ -23,6 +23,11 @@ def register(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int
     return status, out, err
 
 
+def example_line(text: str) -> int:
+    """The line of the example that reads `text` (its comments may change)."""
+    return 1 + EXAMPLE.read_text().splitlines().index(text)
+
+
 def edited_example(tmp_path: Path, old: str, new: str) -> Path:
     text = EXAMPLE.read_text()
     assert old in text
@@ -272,8 +277,9 @@ def test_a_secret_in_the_file_is_written_with_a_warning_recommending_the_file_pr
 
     assert status == 0
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    line = example_line("- class: MetadataManager")
     assert warnings == [
-        f"warning: {EXAMPLE}: entry 2 (class MetadataManager), line 12: API_KEY is a secret "
+        f"warning: {EXAMPLE}: entry 2 (class MetadataManager), line {line}: API_KEY is a secret "
         "written in this file, and anyone who can read the Tango database can read it: put it "
         "in a file readable only by the server's user (chmod 600) and set API_KEY_FILE to its "
         "path instead, or set ICAT_SERVERS_API_KEY in the server's environment."
@@ -298,9 +304,10 @@ def test_tango_metadatas_old_properties_are_written_and_named_as_not_used(
         "beamlineId": ["id00"],
         "username": ["reader"],
     }
+    device_line = example_line("  - tango_name: id00/metadata/test")
     assert (
-        "device 1 (id00/metadata/test), line 23: globalHDFfiles, username: not used by these "
-        "servers"
+        f"device 1 (id00/metadata/test), line {device_line}: globalHDFfiles, username: not used "
+        "by these servers"
     ) in err
 
 
@@ -317,9 +324,12 @@ def test_a_meta_experiment_device_named_nowhere_is_registered_with_a_warning(
 
     assert status == 0
     assert out.splitlines()[-1].startswith("dry run: 15 changes not written")
+    entry_line = example_line("- server: MetadataManager")
+    device_line = example_line("  - tango_name: id00/metadata/test")
     assert (
-        f"warning: {edited}: entry 3 (server MetadataManager/icatservers), line 20, device 1 "
-        "(id00/metadata/test), line 23: metaExperimentDevice 'id00/metaexp/tset' is a device "
+        f"warning: {edited}: entry 3 (server MetadataManager/icatservers), line {entry_line}, "
+        f"device 1 (id00/metadata/test), line {device_line}: metaExperimentDevice "
+        "'id00/metaexp/tset' is a device "
         "neither in these files nor in the Tango database: the MetadataManager would wait for "
         "it for ever. Check the name, or register that MetaExperiment too. "
         "Did you mean 'id00/metaexp/test'?"

@@ -9,7 +9,8 @@ from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, run
 
 from adapters.outbox_store import OutboxUnavailable
-from adapters.tango import common
+from adapters.tango import common, properties
+from adapters.tango.health import HealthAttributes
 from adapters.tango.link import Followers
 from adapters.tango.outlet import Outlet, reopened
 from icatcore import config, messages
@@ -23,7 +24,9 @@ STATES = {"on": DevState.ON, "fault": DevState.FAULT}
 MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"}
 
 
-class MetaExperiment(Device):  # type: ignore[misc]
+class MetaExperiment(  # type: ignore[misc]
+    HealthAttributes, common.Citizen, properties.declared("MetaExperiment"), Device
+):
     """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
 
     def init_device(self) -> None:
@@ -118,14 +121,16 @@ class MetaExperiment(Device):  # type: ignore[misc]
                 self.audience.publish(effect.experiment)
                 self.push_experiment(effect.experiment)
             elif isinstance(effect, AnnounceInvestigation) and self.outlet is not None:
-                self.outlet.put(
-                    icat_message(
-                        id=common.new_id(),
-                        created=common.epoch(),
-                        kind=Kind.INVESTIGATION,
-                        queue=self.outlet.queue,
-                        xml=messages.investigation_xml(effect.investigation),
-                    )
+                message = icat_message(
+                    id=common.new_id(),
+                    created=common.epoch(),
+                    kind=Kind.INVESTIGATION,
+                    queue=self.outlet.queue,
+                    xml=messages.investigation_xml(effect.investigation),
+                )
+                self.outlet.put(message)
+                self.note_stored(
+                    f"investigation start of {effect.investigation.proposal!r}", message.id
                 )
 
     def publish_state(self) -> None:
@@ -146,12 +151,11 @@ class MetaExperiment(Device):  # type: ignore[misc]
     # -- memorized attributes: kept in the Tango database, like Tango's own ---------
 
     def memorized(self) -> Experiment:
+        database = properties.database()
+        if database is None:  # -nodb: nothing was kept
+            return Experiment()
         try:
-            found = (
-                tango.Util.instance()
-                .get_database()
-                .get_device_attribute_property(self.get_name(), list(MEMORIZED))
-            )
+            found = database.get_device_attribute_property(self.get_name(), list(MEMORIZED))
         except tango.DevFailed:
             return Experiment()
         values = {
@@ -162,8 +166,11 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
     def memorize(self, experiment: Experiment) -> None:
         """The chart changed attributes no client wrote: keep them for a restart too."""
+        database = properties.database()
+        if database is None:  # -nodb: nowhere to keep it
+            return
         try:
-            tango.Util.instance().get_database().put_device_attribute_property(
+            database.put_device_attribute_property(
                 self.get_name(),
                 {
                     name: {"__value": [getattr(experiment, field)]}

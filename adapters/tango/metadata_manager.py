@@ -18,7 +18,8 @@ from tango.server import Device, attribute, command, run
 
 from adapters.delivery import DeliveryHealth
 from adapters.outbox_store import OutboxUnavailable
-from adapters.tango import common
+from adapters.tango import common, properties
+from adapters.tango.health import HealthAttributes
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
 from adapters.tango.outlet import CLOSED, Outlet, reopened
@@ -46,7 +47,9 @@ NAME = "datasetName"
 """The outbox journal's entries: the dataset in progress, and the memorized name."""
 
 
-class MetadataManager(Device):  # type: ignore[misc]
+class MetadataManager(  # type: ignore[misc]
+    HealthAttributes, common.Citizen, properties.declared("MetadataManager"), Device
+):
     """Holds the dataset; registers it with ICAT when it ends, and never loses it."""
 
     def init_device(self) -> None:
@@ -65,7 +68,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.housekeeper = Housekeeper(f"{self.get_name()} housekeeping")
         self.delivery_line = ""
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
-        for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
+        for name in ("State", "Status", *FOLLOWED):
             self.set_change_event(name, True, False)
         problem = self.configure()
         self.kept: dict[str, str | None] = {
@@ -203,26 +206,6 @@ class MetadataManager(Device):  # type: ignore[misc]
     def datafileList(self) -> list[str]:
         return list(self.chart.files)
 
-    @attribute(dtype=int)
-    def undeliveredCount(self) -> int:
-        return self.health().undelivered
-
-    @attribute(dtype=float, unit="s")
-    def oldestUndeliveredAge(self) -> float:
-        return self.health().oldest_age(time.time())
-
-    @attribute(dtype=str)
-    def lastDeliveryError(self) -> str:
-        return self.health().last_error or ""
-
-    @attribute(dtype=bool)
-    def brokerConnected(self) -> bool:
-        return self.health().broker_connected
-
-    @attribute(dtype=int)
-    def setAsideCount(self) -> int:
-        return self.health().set_aside
-
     def add_parameter_attributes(self, names: tuple[str, ...]) -> None:
         for name in names:
             if name in self.parameter_names:
@@ -345,6 +328,7 @@ class MetadataManager(Device):  # type: ignore[misc]
                 "storage_failed", problem=self.storage_problem, dataset=effect.dataset
             )
             raise
+        self.note_stored(f"dataset {effect.dataset.name!r}", message.id)
         self.keep_copy(message.id, xml)
 
     def keep_copy(self, message_id: str, xml: bytes) -> None:
@@ -437,7 +421,6 @@ class MetadataManager(Device):  # type: ignore[misc]
         Every second, and a tenth of a second after a message was stored, so that Status
         soon tells of it without a call paying for the outbox queries.
         """
-        seen: tuple[object, ...] = ()
         while not self.stopping.is_set():
             self.stored.wait(HEALTH_PERIOD_S)
             self.stored.clear()
@@ -448,18 +431,12 @@ class MetadataManager(Device):  # type: ignore[misc]
             except OutboxUnavailable as error:  # closed by a shutdown, or the disk: next time
                 common.log.warning("health refresh skipped: %s", error)
                 continue
-            now = (health.undelivered, health.last_error or "")
             try:
                 with tango.AutoTangoMonitor(self):
                     self.delivery_line = health.status_line(time.time())
                     self.publish()
-                    if now != seen:
-                        self.push_change_event("undeliveredCount", now[0])
-                        self.push_change_event("lastDeliveryError", now[1])
             except tango.DevFailed as error:  # a call held the monitor too long: next time
                 common.log.warning("health refresh skipped: %s", error.args[0].desc)
-                continue
-            seen = now
 
     # -- what a restart takes back: kept in the outbox's journal ----------------------
 

@@ -3,8 +3,8 @@
 
 Each device with an outbox shows how much waits and why: `undeliveredCount`,
 `oldestUndeliveredAge`, `lastDeliveryError`, `brokerConnected`, `setAsideCount`. Every
-second a thread of the device pushes them as change and archive events (HDB++); Tango
-sends an event only when a value moved by the attribute's absolute change (`abs_change`,
+second a thread of the device looks, and pushes a change or archive event (HDB++) only
+when a value moved by the attribute's absolute change (`abs_change`,
 `archive_abs_change`) or its quality changed, so a GUI or an archiver sees few events.
 
 `oldestUndeliveredAge` warns from 60 s and alarms from 600 s, `setAsideCount` warns from
@@ -36,7 +36,7 @@ NAMES = (
     "brokerConnected",
     "setAsideCount",
 )
-ALARMED = frozenset({"oldestUndeliveredAge", "setAsideCount"})
+VALID = AttrQuality.ATTR_VALID
 
 
 def values(health: DeliveryHealth, now: float) -> dict[str, object]:
@@ -113,38 +113,87 @@ class HealthAttributes:
         return self.health().set_aside
 
 
-def quality(device: Any, name: str, value: object) -> AttrQuality:
-    """The quality Tango gives `value` on a read, from the attribute's alarm levels now."""
-    if name not in ALARMED:
-        return AttrQuality.ATTR_VALID
-    attr = device.get_device_attr().get_attr_by_name(name)
-    attr.set_value(value)
-    try:
-        attr.check_alarm()
-    except tango.DevFailed:  # no level configured any more
-        return AttrQuality.ATTR_VALID
-    found: AttrQuality = attr.get_quality()
-    return found
+Shown = tuple[object, AttrQuality]
 
 
-def push(device: Any, health: DeliveryHealth, now: float) -> None:
-    """Change and archive events of every health attribute someone listens to.
+class Pusher:
+    """Pushes a health attribute's event only when Tango would send one.
 
-    Under the device monitor. Tango drops the ones within the absolute change.
+    Only when the value moved by the attribute's absolute change (`abs_change` for change
+    events, `archive_abs_change` for archive events) since the last one pushed, or the
+    value or quality changed otherwise. Pushing every second and letting Tango drop the
+    rest would make Tango log "WARNING quality" at each push of a value in warning.
     """
-    for name, value in values(health, now).items():
-        kinds = [
-            kind
-            for kind in (EventType.CHANGE_EVENT, EventType.ARCHIVE_EVENT)
-            if device.is_there_subscriber(name, kind)
-        ]
-        if not kinds:
-            continue
-        shown = quality(device, name, value)
-        if EventType.CHANGE_EVENT in kinds:
-            device.push_change_event(name, value, now, shown)
-        if EventType.ARCHIVE_EVENT in kinds:
-            device.push_archive_event(name, value, now, shown)
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, EventType], Shown] = {}
+
+    def push(self, device: Any, health: DeliveryHealth, now: float) -> None:
+        """Under the device monitor: the events of every attribute someone listens to."""
+        for name, value in values(health, now).items():
+            kinds = [
+                kind
+                for kind in (EventType.CHANGE_EVENT, EventType.ARCHIVE_EVENT)
+                if device.is_there_subscriber(name, kind)
+            ]
+            if not kinds:
+                continue
+            properties = device.get_device_attr().get_attr_by_name(name).get_properties()
+            shown = (value, quality(properties, value))
+            for kind in kinds:
+                last = self.last.get((name, kind))
+                if last is not None and not _moved(last, shown, _threshold(properties, kind)):
+                    continue
+                if kind == EventType.CHANGE_EVENT:
+                    device.push_change_event(name, value, now, shown[1])
+                else:
+                    device.push_archive_event(name, value, now, shown[1])
+                self.last[(name, kind)] = shown
+
+
+def quality(properties: Any, value: object) -> AttrQuality:
+    """The quality Tango gives `value` on a read, from the attribute's alarm levels now.
+
+    Worked out from the levels rather than by Tango's check_alarm, which also logs a
+    warning line at every call.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return VALID
+    for level, above, below in (
+        (AttrQuality.ATTR_ALARM, properties.max_alarm, properties.min_alarm),
+        (AttrQuality.ATTR_WARNING, properties.max_warning, properties.min_warning),
+    ):
+        if _beyond(value, above, below):
+            return level
+    return VALID
+
+
+def _number(text: object) -> float | None:
+    try:
+        return float(str(text))
+    except ValueError:  # "Not specified"
+        return None
+
+
+def _beyond(value: float, above: object, below: object) -> bool:
+    """Tango's rule: at or over the upper level, at or under the lower one."""
+    upper, lower = _number(above), _number(below)
+    return (upper is not None and value >= upper) or (lower is not None and value <= lower)
+
+
+def _threshold(properties: Any, kind: EventType) -> float | None:
+    if kind == EventType.CHANGE_EVENT:
+        return _number(properties.abs_change)
+    return _number(properties.archive_abs_change)
+
+
+def _moved(last: Shown, now: Shown, threshold: float | None) -> bool:
+    if last[1] != now[1]:
+        return True
+    before, value = last[0], now[0]
+    if threshold is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(value - before) >= threshold  # type: ignore[operator]
+    return value != before
 
 
 class HealthWatcher:
@@ -152,6 +201,7 @@ class HealthWatcher:
 
     def __init__(self, device: Any) -> None:
         self.device = weakref.ref(device)
+        self.pusher = Pusher()
         self.thread = threading.Thread(
             target=self.watch, name=f"{device.get_name()} health", daemon=True
         )
@@ -166,7 +216,7 @@ class HealthWatcher:
             try:
                 health = device.health()
                 with tango.AutoTangoMonitor(device):
-                    push(device, health, time.time())
+                    self.pusher.push(device, health, time.time())
             except tango.DevFailed as error:  # a call held the monitor too long: next time
                 log.debug("health events skipped: %s", error.args[0].desc)
             except Exception as error:  # the outbox closing for an Init or a shutdown

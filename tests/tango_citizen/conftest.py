@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,31 @@ def trl(port: int, device: str) -> str:
 
 
 Starter = Callable[..., Process]
+
+
+def file_database(
+    path: Path,
+    server: str,
+    devices: Mapping[str, Mapping[str, Sequence[str]]],
+    class_properties: Mapping[str, Sequence[str]],
+) -> Path:
+    """A Tango file database, as `-file=` reads it: one server, its devices, properties."""
+    executable = server.split("/")[0]
+    lines = [f"# SERVER {server}"]
+    lines += [f'{server}/DEVICE/{executable}: "{device}"' for device in devices]
+    entries = [
+        (f"{device}->{name}", values)
+        for device, properties in devices.items()
+        for name, values in properties.items()
+    ]
+    entries += [
+        (f"CLASS/{executable}->{name}", values) for name, values in class_properties.items()
+    ]
+    for key, values in entries:
+        quoted = [f'"{value}"' for value in values]
+        lines.append(f"{key}: " + ",\\\n    ".join(quoted))
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture

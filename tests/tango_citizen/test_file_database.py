@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 import tango
 
 from adapters.activemq import free_port
-from tests.tango_citizen.conftest import Starter, wait_until
+from tests.tango_citizen.conftest import Starter, file_database, wait_until
 
 pytestmark = pytest.mark.slow  # real processes: `-m "not slow"` skips them
 
 MANAGER = "id00/metadata/file"
 META = "id00/metaexp/file"
 ABSENT_META = "id00/metaexp/absent"
-
-
-def file_database(
-    path: Path,
-    server: str,
-    devices: Mapping[str, Mapping[str, Sequence[str]]],
-    class_properties: Mapping[str, Sequence[str]],
-) -> Path:
-    """A Tango file database, as `-file=` reads it: one server, its devices, properties."""
-    executable = server.split("/")[0]
-    lines = [f"# SERVER {server}"]
-    lines += [f'{server}/DEVICE/{executable}: "{device}"' for device in devices]
-    entries = [
-        (f"{device}->{name}", values)
-        for device, properties in devices.items()
-        for name, values in properties.items()
-    ]
-    entries += [
-        (f"CLASS/{executable}->{name}", values) for name, values in class_properties.items()
-    ]
-    for key, values in entries:
-        quoted = [f'"{value}"' for value in values]
-        lines.append(f"{key}: " + ",\\\n    ".join(quoted))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_metadata_manager_reads_device_over_class_properties_from_a_file(

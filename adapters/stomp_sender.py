@@ -318,7 +318,7 @@ class StompSender(threading.Thread):
         if confirmed:
             self.store.confirm_many(confirmed)
             log.info(
-                "broker %s confirmed %s",
+                "broker %s confirmed message %s",
                 self._address_text(),
                 ", ".join(confirmed),
                 extra={"message_ids": confirmed},

@@ -111,9 +111,11 @@ class TangoHandler(logging.Handler):
         ids = getattr(record, "message_ids", None)
         if ids:
             with self.guard:
-                known = [f"{i}: {self.labels[i]}" for i in ids if i in self.labels]
-            if known:
-                text = f"{text} ({'; '.join(known)})"
+                known = [(i, self.labels[i]) for i in ids if i in self.labels]
+            if len(ids) == 1 and known:
+                text = f"{text} ({known[0][1]})"
+            elif known:
+                text = f"{text} ({'; '.join(f'{i}: {label}' for i, label in known)})"
         return text
 
     def masked(self, text: str) -> str:

@@ -201,7 +201,22 @@ def handler() -> TangoHandler:
 
 
 class DeviceLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A device's logger: what it logs goes to its own Tango logger."""
+    """A device's logger: what it logs goes to its own Tango logger.
+
+    A line the device's Tango level would drop is not even made: the calls on the
+    data path (state changes, registrations) then cost a level check.
+    """
+
+    def __init__(self, device: Any) -> None:
+        super().__init__(logging.getLogger(LOGGER), {"device": device.get_name()})
+        self.device = weakref.ref(device)
+
+    def isEnabledFor(self, level: int) -> bool:
+        device = self.device()
+        if device is None:
+            return False
+        enabled: bool = device.get_logger().is_level_enabled(tango_level(level))
+        return enabled
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
@@ -211,7 +226,7 @@ class DeviceLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 def attach(device: Any) -> DeviceLog:
     """Route the device's records (and its threads') to its Tango logger; its `log`."""
     handler().attach(device)
-    return DeviceLog(logging.getLogger(LOGGER), {"device": device.get_name()})
+    return DeviceLog(device)
 
 
 def hide(secrets: Iterable[str]) -> None:

@@ -67,6 +67,13 @@ class HealthAttributes:
         if self.health_watcher is None:
             self.health_watcher = HealthWatcher(self)
 
+    def delete_device(self) -> None:
+        """Stop pushing: the device is going (Init makes a new watcher)."""
+        if self.health_watcher is not None:
+            self.health_watcher.stop()
+            self.health_watcher = None
+        super().delete_device()  # type: ignore[misc]
+
     def health(self) -> DeliveryHealth:
         outlet = getattr(self, "outlet", None)
         return outlet.health() if outlet is not None else CLOSED
@@ -202,20 +209,26 @@ class HealthWatcher:
     def __init__(self, device: Any) -> None:
         self.device = weakref.ref(device)
         self.pusher = Pusher()
+        self.stopping = threading.Event()
         self.thread = threading.Thread(
             target=self.watch, name=f"{device.get_name()} health", daemon=True
         )
         self.thread.start()
 
+    def stop(self) -> None:
+        """Without waiting: the caller may hold the device monitor the thread waits for."""
+        self.stopping.set()
+
     def watch(self) -> None:
-        while True:
-            time.sleep(PERIOD_S)
+        while not self.stopping.wait(PERIOD_S):
             device = self.device()
             if device is None:
                 return
             try:
                 health = device.health()
                 with tango.AutoTangoMonitor(device):
+                    if self.stopping.is_set():
+                        return
                     self.pusher.push(device, health, time.time())
             except tango.DevFailed as error:  # a call held the monitor too long: next time
                 log.debug("health events skipped: %s", error.args[0].desc)

@@ -45,6 +45,7 @@ class MetaExperiment(  # type: ignore[misc]
     def delete_device(self) -> None:
         if self.outlet is not None:
             self.outlet.close()
+        super().delete_device()
 
     def configure(self) -> str:
         """Read the properties and open the outbox; the problem, if any, in words."""

@@ -125,6 +125,7 @@ class MetadataManager(  # type: ignore[misc]
             self.leader.stop()
         if self.outlet is not None:
             self.outlet.close()
+        super().delete_device()
 
     # -- the MetaExperiment ---------------------------------------------------------
 

@@ -173,3 +173,23 @@ def test_a_refused_logbook_message_is_a_set_aside_warning(
     assert manager.read_attribute("setAsideCount").quality == AttrQuality.ATTR_WARNING
     assert "health-test-key" not in manager.lastDeliveryError
     assert not events.errors
+
+
+def test_health_events_keep_coming_after_init(devices: tuple[Process, Process]) -> None:
+    meta = devices[0].proxy(META)
+    events = Events()
+    subscribe(meta, events)
+    meta.proposal = "hg126"
+    wait_until(
+        partial(arrived, events, META, "undeliveredCount", EventType.CHANGE_EVENT, 1),
+        what="undeliveredCount 1",
+    )
+
+    meta.Init()
+    meta.proposal = "hg127"
+
+    wait_until(
+        partial(arrived, events, META, "undeliveredCount", EventType.CHANGE_EVENT, 2),
+        what="undeliveredCount 2 after Init",
+    )
+    assert meta.undeliveredCount == 2

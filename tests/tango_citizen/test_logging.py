@@ -169,3 +169,41 @@ def test_what_an_operator_needs_is_logged_each_line_naming_the_device(
 
     assert API_KEY not in lines.text
     assert PASSCODE not in lines.text
+
+
+def test_a_logging_target_added_at_run_time_receives_the_devices_lines(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """What LogViewer and Astor do: raise the level and add a target on the admin device."""
+    target = tmp_path / "manager-target.log"
+    manager = Server(
+        "MetadataManager",
+        "logs",
+        setup.tango_host,
+        setup.state / "manager-target-console.log",
+        [MANAGER],
+        {"ICAT_SERVERS_STATE": str(setup.state)},
+    )
+    manager.start()
+    try:
+        admin = tango.DeviceProxy("dserver/MetadataManager/logs")
+        admin.SetLoggingLevel([[5], [MANAGER]])
+        admin.AddLoggingTarget([MANAGER, f"file::{target}"])
+        proxy = tango.DeviceProxy(MANAGER)
+        wait_until(lambda: proxy.state() == tango.DevState.STANDBY, what="STANDBY")
+        proxy.datasetName = "scan-target"
+        proxy.StartDataset()
+        proxy.EndDataset()
+        wait_until(
+            lambda: target.exists() and "confirmed message" in target.read_text(errors="replace"),
+            what="the confirmation in the file target",
+        )
+        text = target.read_text(errors="replace")
+        assert (
+            "dataset &apos;scan-target&apos; stored" in text
+            or "dataset 'scan-target' stored" in text
+        )
+        assert MANAGER in text
+        assert API_KEY not in text and PASSCODE not in text
+    finally:
+        manager.kill()

@@ -12,6 +12,8 @@ from tango import AttrQuality, EventType
 from tango.server import class_property, device_property
 
 from adapters.tango import health, logs, properties
+from adapters.tango.meta_experiment import MetaExperiment
+from adapters.tango.metadata_manager import MetadataManager
 from icatcore import config
 
 REQUIRED: Mapping[str, dict[str, list[str]]] = {
@@ -50,6 +52,19 @@ def test_each_declared_default_is_what_icatcore_uses_when_the_property_is_absent
             continue
         given: Sequence[str] = [default]
         assert parse({**REQUIRED[class_name], name: given}) == parse(REQUIRED[class_name]), name
+
+
+@pytest.mark.parametrize("device", [MetaExperiment, MetadataManager])
+def test_the_device_classes_keep_every_declaration(device: type) -> None:
+    """A device member of a property's name would silently drop the declaration."""
+    name = device.__name__
+    tango_class = device.TangoClassClass  # type: ignore[attr-defined]
+
+    assert set(tango_class.class_property_list) == set(config.CLASS_PROPERTIES[name])
+    assert set(tango_class.device_property_list) == (
+        set(config.DEVICE_PROPERTIES[name]) - set(config.CLASS_PROPERTIES[name])
+    )
+    assert set(health.NAMES) <= set(tango_class.attr_list)
 
 
 def test_a_name_without_a_description_gets_a_generic_one() -> None:

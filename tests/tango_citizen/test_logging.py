@@ -132,7 +132,7 @@ def test_nothing_of_ours_on_the_console_without_a_level(setup: Setup) -> None:
     assert lines.ours("stored in the outbox") == []
 
 
-@pytest.mark.parametrize("level", ["-v1", "-v4", "-v5"])
+@pytest.mark.parametrize("level", ["-v1", "-v2", "-v3", "-v4", "-v5"])
 def test_what_an_operator_needs_is_logged_each_line_naming_the_device(
     setup: Setup, level: str
 ) -> None:
@@ -162,8 +162,8 @@ def test_what_an_operator_needs_is_logged_each_line_naming_the_device(
     assert {level for level, _, _ in expected["failover"]} == {"WARN"}
 
     debug = lines.ours("connecting to broker")
-    if level == "-v1":
-        assert debug == []  # -v1 and -v2 are INFO in Tango
+    if level in ("-v1", "-v2"):
+        assert debug == []  # -v1 and -v2 are INFO in Tango, -v3 to -v5 DEBUG
     else:
         assert debug and {device for _, device, _ in debug} == {MANAGER}
 

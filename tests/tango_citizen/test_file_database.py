@@ -45,6 +45,12 @@ def test_metadata_manager_reads_device_over_class_properties_from_a_file(
     assert f"127.0.0.1:{device_broker}" in manager.lastDeliveryError
     assert str(class_broker) not in manager.lastDeliveryError
 
+    manager.Init()  # re-reads the file: the same configuration, no crash
+    assert manager.state() == tango.DevState.OFF
+    wait_until(lambda: manager.lastDeliveryError, what="a delivery error after Init")
+    assert f"127.0.0.1:{device_broker}" in manager.lastDeliveryError
+    assert server.process.poll() is None
+
 
 def test_meta_experiment_keeps_its_memorized_attributes_in_the_file(
     start_without_registry: Starter, tmp_path: Path

@@ -70,6 +70,11 @@ class Citizen:
         super().init_device()  # type: ignore[misc]
         self.log = logs.attach(self)
 
+    def delete_device(self) -> None:
+        """No line reaches a deleted device's logger (Init attaches the device again)."""
+        logs.detach(self)
+        super().delete_device()  # type: ignore[misc]
+
     def set_state(self, state: tango.DevState) -> None:
         if state != self.logged_state:
             if self.logged_state is not None:

@@ -76,6 +76,14 @@ class TangoHandler(logging.Handler):
             self.devices[device.get_name()] = weakref.ref(device)
             self.strangers = weakref.WeakKeyDictionary()
 
+    def detach(self, device: Any) -> None:
+        """The device is being deleted: its lines go to the server's logger from now on."""
+        name = device.get_name()
+        with self.guard:
+            ref = self.devices.get(name)
+            if ref is not None and ref() is device:
+                del self.devices[name]
+
     def hide(self, secrets: Iterable[str]) -> None:
         with self.guard:
             self.secrets.update(secret for secret in secrets if secret)
@@ -227,6 +235,10 @@ def attach(device: Any) -> DeviceLog:
     """Route the device's records (and its threads') to its Tango logger; its `log`."""
     handler().attach(device)
     return DeviceLog(device)
+
+
+def detach(device: Any) -> None:
+    handler().detach(device)
 
 
 def hide(secrets: Iterable[str]) -> None:

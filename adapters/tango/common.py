@@ -55,46 +55,12 @@ def properties(device: tango.server.Device) -> dict[str, list[str]]:
     return found
 
 
-class Citizen:
-    """Mixin of both devices: their `log`, routed to their Tango logger (adapters.tango.logs).
-
-    Logs what an operator follows: state changes, and each new FAULT Status, which says
-    what is wrong and the fix.
-    """
-
-    log: logs.DeviceLog
-    logged_state: tango.DevState | None = None
-    logged_fault = ""
-
-    def init_device(self) -> None:
-        super().init_device()  # type: ignore[misc]
-        self.log = logs.attach(self)
-
-    def delete_device(self) -> None:
-        """No line reaches a deleted device's logger (Init attaches the device again)."""
-        logs.detach(self)
-        super().delete_device()  # type: ignore[misc]
-
-    def set_state(self, state: tango.DevState) -> None:
-        if state != self.logged_state:
-            if self.logged_state is not None:
-                self.log.info("state %s -> %s", self.logged_state, state)
-            self.logged_state = state
-        super().set_state(state)  # type: ignore[misc]
-
-    def set_status(self, status: str) -> None:
-        if self.logged_state == tango.DevState.FAULT:
-            if status != self.logged_fault:
-                self.log.error("%s", status)
-                self.logged_fault = status
-        else:
-            self.logged_fault = ""
-        super().set_status(status)  # type: ignore[misc]
-
-    def note_stored(self, what: str, message_id: str) -> None:
-        """A message is durably in the outbox: say so, and name it when it is confirmed."""
-        logs.label(message_id, what)
-        self.log.info("%s stored in the outbox as message %s", what, message_id)
+def database() -> tango.Database | None:
+    """The Tango database, or None for a server started with -nodb."""
+    try:
+        return tango.Util.instance().get_database()
+    except tango.DevFailed:
+        return None
 
 
 def state_directory(configured: str, device_name: str) -> Path:
@@ -138,3 +104,45 @@ def text_argument(value: Any, what: str) -> str:
         except UnicodeDecodeError:
             raise InvalidInput(f"{what} is not UTF-8 text: send UTF-8") from None
     return str(value)
+
+
+class Citizen:
+    """Mixin of both devices: their `log`, routed to their Tango logger (adapters.tango.logs).
+
+    Logs what an operator follows: state changes, and each new FAULT Status, which says
+    what is wrong and the fix.
+    """
+
+    log: logs.DeviceLog
+    logged_state: tango.DevState | None = None
+    logged_fault = ""
+
+    def init_device(self) -> None:
+        super().init_device()  # type: ignore[misc]
+        self.log = logs.attach(self)
+
+    def delete_device(self) -> None:
+        """No line reaches a deleted device's logger (Init attaches the device again)."""
+        logs.detach(self)
+        super().delete_device()  # type: ignore[misc]
+
+    def set_state(self, state: tango.DevState) -> None:
+        if state != self.logged_state:
+            if self.logged_state is not None:
+                self.log.info("state %s -> %s", self.logged_state, state)
+            self.logged_state = state
+        super().set_state(state)  # type: ignore[misc]
+
+    def set_status(self, status: str) -> None:
+        if self.logged_state == tango.DevState.FAULT:
+            if status != self.logged_fault:
+                self.log.error("%s", status)
+                self.logged_fault = status
+        else:
+            self.logged_fault = ""
+        super().set_status(status)  # type: ignore[misc]
+
+    def note_stored(self, what: str, message_id: str) -> None:
+        """A message is durably in the outbox: say so, and name it when it is confirmed."""
+        logs.label(message_id, what)
+        self.log.info("%s stored in the outbox as message %s", what, message_id)

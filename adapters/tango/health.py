@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 
 import tango
 from tango import AttrQuality, EventType
@@ -57,15 +57,25 @@ class HealthAttributes:
     here reads `self.outlet`.
     """
 
+    health_thread: ClassVar[bool] = True
+    """Whether the mixin runs its own thread; a device whose own watcher calls
+    `push_health` every second under its monitor sets it False."""
     health_watcher: HealthWatcher | None = None
+    health_pusher: Pusher | None = None
 
     def init_device(self) -> None:
         super().init_device()  # type: ignore[misc]
         for name in NAMES:
             self.set_change_event(name, True, True)  # type: ignore[attr-defined]
             self.set_archive_event(name, True, True)  # type: ignore[attr-defined]
-        if self.health_watcher is None:
+        if self.health_thread and self.health_watcher is None:
             self.health_watcher = HealthWatcher(self)
+
+    def push_health(self, health: DeliveryHealth | None = None) -> None:
+        """Under the device monitor: the health events Tango should send now."""
+        if self.health_pusher is None:
+            self.health_pusher = Pusher()
+        self.health_pusher.push(self, self.health() if health is None else health, time.time())
 
     def delete_device(self) -> None:
         """Stop pushing: the device is going (Init makes a new watcher)."""
@@ -208,7 +218,6 @@ class HealthWatcher:
 
     def __init__(self, device: Any) -> None:
         self.device = weakref.ref(device)
-        self.pusher = Pusher()
         self.stopping = threading.Event()
         self.thread = threading.Thread(
             target=self.watch, name=f"{device.get_name()} health", daemon=True
@@ -229,7 +238,7 @@ class HealthWatcher:
                 with tango.AutoTangoMonitor(device):
                     if self.stopping.is_set():
                         return
-                    self.pusher.push(device, health, time.time())
+                    device.push_health(health)
             except tango.DevFailed as error:  # a call held the monitor too long: next time
                 log.debug("health events skipped: %s", error.args[0].desc)
             except Exception as error:  # the outbox closing for an Init or a shutdown

@@ -118,7 +118,10 @@ def declared(class_name: str) -> type:
 
 def database() -> tango.Database | None:
     """The server's database: the Tango database, the file of `-file=`, or None (`-nodb`)."""
-    return tango.Util.instance().get_database()
+    try:
+        return tango.Util.instance().get_database()
+    except tango.DevFailed:
+        return None
 
 
 def gather(device: tango.server.Device) -> dict[str, list[str]]:

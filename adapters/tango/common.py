@@ -55,14 +55,6 @@ def properties(device: tango.server.Device) -> dict[str, list[str]]:
     return found
 
 
-def database() -> tango.Database | None:
-    """The Tango database, or None for a server started with -nodb."""
-    try:
-        return tango.Util.instance().get_database()
-    except tango.DevFailed:
-        return None
-
-
 def state_directory(configured: str, device_name: str) -> Path:
     """Where this device keeps its outbox: property, then environment, then the user's state."""
     if configured:

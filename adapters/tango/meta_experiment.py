@@ -152,7 +152,7 @@ class MetaExperiment(  # type: ignore[misc]
     # -- memorized attributes: kept in the Tango database, like Tango's own ---------
 
     def memorized(self) -> Experiment:
-        database = common.database()
+        database = properties.database()
         if database is None:  # -nodb: nothing was kept
             return Experiment()
         try:
@@ -167,7 +167,7 @@ class MetaExperiment(  # type: ignore[misc]
 
     def memorize(self, experiment: Experiment) -> None:
         """The chart changed attributes no client wrote: keep them for a restart too."""
-        database = common.database()
+        database = properties.database()
         if database is None:  # -nodb: nowhere to keep it
             return
         try:

@@ -182,6 +182,7 @@ class IcatPlusSender(threading.Thread):
         status = response.status_code
         if 200 <= status < 300:
             self.store.confirm(message.id)
+            log.debug("ICAT+ confirmed %s %s", message.kind.value, message.id)
             with self._lock:
                 self._delivered += 1
                 self._last_delivery = time.time()

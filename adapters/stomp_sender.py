@@ -191,6 +191,7 @@ class StompSender(threading.Thread):
     def _try_connect(self) -> None:
         host, port = self.link.address
         where = f"{host}:{port}"
+        log.debug("connecting to broker %s", where)
         # A plain TCP probe first: stomp.py swallows the reason a socket failed, and the
         # reason ("refused", "timed out") is what a scientist needs to read in Status.
         try:
@@ -294,6 +295,12 @@ class StompSender(threading.Thread):
                 down = f"lost the connection to broker {self._address_text()}"
         if confirmed:
             self.store.confirm_many(confirmed)
+            log.info(
+                "broker %s confirmed message %s",
+                self._address_text(),
+                ", ".join(confirmed),
+                extra={"message_ids": confirmed},
+            )
             with self._status_lock:
                 self._delivered += len(confirmed)
                 self._last_delivery = time.time()

@@ -90,6 +90,10 @@ PROPERTY_NAMES = tuple(
 )
 """Every property a device reads, as class or device property."""
 
+LIST_PROPERTIES = frozenset({"queueURLs", "parameters", "globalHDFfiles"})
+"""Properties that hold a list of values; every other one holds one value."""
+SINGLE_VALUED = frozenset(PROPERTY_NAMES) - LIST_PROPERTIES
+
 
 DEFAULT_STOMP_PORT = 61613
 BEAMLINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")

@@ -1,4 +1,4 @@
-"""What both devices share: reading properties, raising readable Tango errors, the clock."""
+"""What both devices share: their properties and log, readable Tango errors, the clock."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any, NoReturn, TypeVar
 
 import tango
 
-from icatcore.config import PROPERTY_NAMES
+from adapters.tango import logs
+from adapters.tango import properties as tango_properties
 from icatcore.errors import ConfigurationError, InvalidInput
 from statecharts.effects import Refused
 
@@ -41,26 +42,17 @@ def epoch() -> float:
 
 
 def properties(device: tango.server.Device) -> dict[str, list[str]]:
-    """Class properties with the device's own laid over them (SPEC: device overrides class)."""
-    database = tango.Util.instance().get_database()
-    class_name = device.get_device_class().get_name()
-    merged: dict[str, list[str]] = {}
-    for found in (
-        database.get_class_property(class_name, list(PROPERTY_NAMES)),
-        database.get_device_property(device.get_name(), list(PROPERTY_NAMES)),
-    ):
-        for name, values in found.items():
-            if len(values):
-                merged[name] = [str(value) for value in values]
-    return merged
+    """The device's properties, raw for icatcore.config: the device's laid over the class's.
 
-
-def database() -> tango.Database | None:
-    """The Tango database, or None for a server started with -nodb."""
-    try:
-        return tango.Util.instance().get_database()
-    except tango.DevFailed:
-        return None
+    Logs them (secrets named, never shown) and masks the secrets in every later line.
+    Raises ConfigurationError when none is set (see adapters.tango.properties.gather).
+    """
+    found = tango_properties.gather(device)
+    logs.hide(tango_properties.secrets(found))
+    log.info(
+        "configuration read: %s", tango_properties.shown(found), extra={"device": device.get_name()}
+    )
+    return found
 
 
 def state_directory(configured: str, device_name: str) -> Path:
@@ -104,3 +96,45 @@ def text_argument(value: Any, what: str) -> str:
         except UnicodeDecodeError:
             raise InvalidInput(f"{what} is not UTF-8 text: send UTF-8") from None
     return str(value)
+
+
+class Citizen:
+    """Mixin of both devices: their `log`, routed to their Tango logger (adapters.tango.logs).
+
+    Logs what an operator follows: state changes, and each new FAULT Status, which says
+    what is wrong and the fix.
+    """
+
+    log: logs.DeviceLog
+    logged_state: tango.DevState | None = None
+    logged_fault = ""
+
+    def init_device(self) -> None:
+        super().init_device()  # type: ignore[misc]
+        self.log = logs.attach(self)
+
+    def delete_device(self) -> None:
+        """No line reaches a deleted device's logger (Init attaches the device again)."""
+        logs.detach(self)
+        super().delete_device()  # type: ignore[misc]
+
+    def set_state(self, state: tango.DevState) -> None:
+        if state != self.logged_state:
+            if self.logged_state is not None:
+                self.log.info("state %s -> %s", self.logged_state, state)
+            self.logged_state = state
+        super().set_state(state)  # type: ignore[misc]
+
+    def set_status(self, status: str) -> None:
+        if self.logged_state == tango.DevState.FAULT:
+            if status != self.logged_fault:
+                self.log.error("%s", status)
+                self.logged_fault = status
+        else:
+            self.logged_fault = ""
+        super().set_status(status)  # type: ignore[misc]
+
+    def note_stored(self, what: str, message_id: str) -> None:
+        """A message is durably in the outbox: say so, and name it when it is confirmed."""
+        logs.label(message_id, what)
+        self.log.info("%s stored in the outbox as message %s", what, message_id)

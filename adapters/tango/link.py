@@ -132,6 +132,8 @@ def followers_in(database: tango.Database, leader: str) -> list[str]:
     """The MetadataManager devices of the database that follow `leader`."""
     try:
         names = list(database.get_device_exported_for_class("MetadataManager"))
+    except RuntimeError:  # Tango's file database (-file=) cannot list them
+        return []
     except tango.DevFailed as error:
         log.warning("could not list the MetadataManager devices: %s", error.args[-1].desc)
         return []

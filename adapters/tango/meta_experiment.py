@@ -10,7 +10,8 @@ from tango.server import Device, attribute, command, run
 
 from adapters.outbox_store import OutboxUnavailable
 from adapters.secrets import SERVER_SECRETS
-from adapters.tango import common
+from adapters.tango import common, logs, properties
+from adapters.tango.health import HealthAttributes
 from adapters.tango.link import Followers
 from adapters.tango.outlet import Outlet, reopened
 from adapters.tango.watcher import Watcher
@@ -25,10 +26,14 @@ STATES = {"on": DevState.ON, "fault": DevState.FAULT}
 MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"}
 
 
-class MetaExperiment(Device):  # type: ignore[misc]
+class MetaExperiment(  # type: ignore[misc]
+    HealthAttributes, common.Citizen, properties.declared("MetaExperiment"), Device
+):
     """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
 
     chart: MetaExperimentChart
+    health_thread = False
+    """The device's Watcher pushes the health events every second (adapters/tango/watcher.py)."""
 
     def init_device(self) -> None:
         """A new process takes back the memorized experiment; `Init` keeps it as it is.
@@ -39,14 +44,14 @@ class MetaExperiment(Device):  # type: ignore[misc]
             self.outlet: Outlet | None = None
             self.shown: tuple[object, ...] = ()
             self.notes: tuple[str, ...] = ()
-            self.watcher = Watcher(self, self.publish_state)
+            self.watcher = Watcher(self, self.refresh)
             self.chart = MetaExperimentChart(Settings(beamline=""))
             for name in ("State", "Status", *MEMORIZED):
                 self.set_change_event(name, True, False)
             self.chart.handle("restore", experiment=self.memorized())
         settings, problem = self.configure()
         self.event("configure", settings=settings, problem=problem)
-        self.audience.discover(common.database(), self.chart.experiment)
+        self.audience.discover(properties.database(), self.chart.experiment)
         self.watcher.start()
 
     def delete_device(self) -> None:
@@ -57,6 +62,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
         self.watcher.stop()
         if self.outlet is not None:
             self.outlet.close()
+        super().delete_device()
 
     def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open the outbox; the problem, if any, in words."""
@@ -65,6 +71,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
         except ConfigurationError as error:
             self.notes = ()
             return None, str(error)
+        logs.hide((settings.delivery.api_key, settings.delivery.passcode))
         self.notes = tuple(
             line
             for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
@@ -161,10 +168,15 @@ class MetaExperiment(Device):  # type: ignore[misc]
             problem = f"the outbox cannot keep the investigation message: {error}"
             self.chart.handle("storage_failed", problem=problem, investigation=effect.investigation)
             common.fail("ICAT_Outbox", f"{problem}. Then call Reset.", "MetaExperiment")
+        self.note_stored(f"investigation start of {effect.investigation.proposal!r}", message.id)
+
+    def refresh(self) -> None:
+        """Every second (adapters/tango/watcher.py): Status and the health events follow
+        the outbox and the broker link without a call."""
+        self.publish_state()
+        self.push_health()
 
     def publish_state(self) -> None:
-        """State and Status, also every second from the watcher: Status follows the
-        outbox and the broker link without a call."""
         state = STATES[self.chart.current_state_value]
         status = self.chart.status()
         if self.outlet is not None:
@@ -185,12 +197,11 @@ class MetaExperiment(Device):  # type: ignore[misc]
     # -- memorized attributes: kept in the Tango database, like Tango's own ---------
 
     def memorized(self) -> Experiment:
+        database = properties.database()
+        if database is None:  # -nodb: nothing was kept
+            return Experiment()
         try:
-            found = (
-                tango.Util.instance()
-                .get_database()
-                .get_device_attribute_property(self.get_name(), list(MEMORIZED))
-            )
+            found = database.get_device_attribute_property(self.get_name(), list(MEMORIZED))
         except tango.DevFailed:
             return Experiment()
         values = {
@@ -201,8 +212,11 @@ class MetaExperiment(Device):  # type: ignore[misc]
 
     def memorize(self, experiment: Experiment) -> None:
         """The chart changed attributes no client wrote: keep them for a restart too."""
+        database = properties.database()
+        if database is None:  # -nodb: nowhere to keep it
+            return
         try:
-            tango.Util.instance().get_database().put_device_attribute_property(
+            database.put_device_attribute_property(
                 self.get_name(),
                 {
                     name: {"__value": [getattr(experiment, field)]}

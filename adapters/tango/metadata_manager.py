@@ -20,7 +20,8 @@ from tango.server import Device, attribute, command, run
 from adapters.delivery import DeliveryHealth
 from adapters.outbox_store import OutboxUnavailable
 from adapters.secrets import SERVER_SECRETS
-from adapters.tango import common
+from adapters.tango import common, logs, properties
+from adapters.tango.health import HealthAttributes
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
 from adapters.tango.outlet import CLOSED, Outlet, reopened
@@ -57,7 +58,9 @@ PARENT = "dataset parent location"
 experiment it was named under) and the dataset parent location."""
 
 
-class MetadataManager(Device):  # type: ignore[misc]
+class MetadataManager(  # type: ignore[misc]
+    HealthAttributes, common.Citizen, properties.declared("MetadataManager"), Device
+):
     """Holds the dataset; registers it with ICAT when it ends, and never loses it.
 
     `Init` keeps the chart: it re-reads the properties and hands them to the chart, so
@@ -67,6 +70,8 @@ class MetadataManager(Device):  # type: ignore[misc]
     """
 
     chart: MetadataManagerChart
+    health_thread = False
+    """The device's Watcher pushes the health events every second (adapters/tango/watcher.py)."""
 
     def init_device(self) -> None:
         super().init_device()
@@ -90,7 +95,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.notes: tuple[str, ...] = ()
         """Status lines on the configuration: unused properties, where secrets come from."""
         self.chart = MetadataManagerChart(Settings(beamline="", meta_experiment="?"))
-        for name in ("State", "Status", *FOLLOWED, "undeliveredCount", "lastDeliveryError"):
+        for name in ("State", "Status", *FOLLOWED):
             self.set_change_event(name, True, False)
         settings, problem = self.configure()
         self.recall()
@@ -153,6 +158,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         except ConfigurationError as error:
             self.notes = ()
             return None, str(error)
+        logs.hide((settings.delivery.api_key, settings.delivery.passcode))
         self.notes = tuple(
             line
             for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
@@ -189,6 +195,7 @@ class MetadataManager(Device):  # type: ignore[misc]
             self.leader.stop()
         if self.outlet is not None:
             self.outlet.close()
+        super().delete_device()
 
     # -- the MetaExperiment ---------------------------------------------------------
 
@@ -274,26 +281,6 @@ class MetadataManager(Device):  # type: ignore[misc]
     @attribute(dtype=(str,), max_dim_x=100000)
     def datafileList(self) -> list[str]:
         return list(self.chart.files)
-
-    @attribute(dtype=int)
-    def undeliveredCount(self) -> int:
-        return self.health().undelivered
-
-    @attribute(dtype=float, unit="s")
-    def oldestUndeliveredAge(self) -> float:
-        return self.health().oldest_age(time.time())
-
-    @attribute(dtype=str)
-    def lastDeliveryError(self) -> str:
-        return self.health().last_error or ""
-
-    @attribute(dtype=bool)
-    def brokerConnected(self) -> bool:
-        return self.health().broker_connected
-
-    @attribute(dtype=int)
-    def setAsideCount(self) -> int:
-        return self.health().set_aside
 
     def add_parameter_attributes(self, names: tuple[str, ...]) -> None:
         for name in names:
@@ -470,6 +457,7 @@ class MetadataManager(Device):  # type: ignore[misc]
         self.remember_message(
             f"dataset {effect.dataset.name!r} stored for ICAT (message {message.id})"
         )
+        self.note_stored(f"dataset {effect.dataset.name!r}", message.id)
         self.keep_copy(message.id, xml)
 
     def remember_message(self, text: str) -> None:
@@ -567,10 +555,9 @@ class MetadataManager(Device):  # type: ignore[misc]
         now = (health.undelivered, health.last_error or "")
         self.delivery_line = health.status_line(time.time())
         self.publish()
+        self.push_health(health)
         if now != self.delivery_seen:
             self.tell_delivery(self.delivery_seen, now)
-            self.push_change_event("undeliveredCount", now[0])
-            self.push_change_event("lastDeliveryError", now[1])
         self.delivery_seen = now
 
     def tell_delivery(self, before: tuple[int, str] | tuple[()], now: tuple[int, str]) -> None:

@@ -18,6 +18,7 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 61613
 MESSAGE_ID_HEADER = "icat-message-id"
+CONFIRMED_KEPT = 100_000
 
 
 def parse_queue_urls(urls: Sequence[str]) -> list[tuple[str, int]]:
@@ -149,6 +151,8 @@ class StompSender(threading.Thread):
         self._sent_seq = 0
         """Outbox position of the last message sent on this connection."""
         self._events: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self.confirmed: deque[tuple[str, float]] = deque(maxlen=CONFIRMED_KEPT)
+        """(message id, time) of what the broker confirmed; the ingester watch takes them."""
 
     # --- interface for Delivery ---------------------------------------------------------
 
@@ -316,6 +320,7 @@ class StompSender(threading.Thread):
                 down = f"lost the connection to broker {self._address_text()}"
         if confirmed:
             self.store.confirm_many(confirmed)
+            self.confirmed.extend((message_id, time.time()) for message_id in confirmed)
             with self._status_lock:
                 self._delivered += len(confirmed)
                 self._last_delivery = time.time()

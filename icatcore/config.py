@@ -16,7 +16,9 @@ from icatcore.folders import DEFAULT_PATTERN, check_pattern
 
 Properties = Mapping[str, Sequence[str]]
 
-_BROKER = frozenset({"queueURLs", "queueName", "queueLogin", "queuePasscode", "jolokiaPort"})
+_BROKER = frozenset(
+    {"queueURLs", "queueName", "queueLogin", "queuePasscode", "jolokiaPort", "ingesterGraceTime"}
+)
 
 CLASS_PROPERTIES: Mapping[str, frozenset[str]] = {
     "MetaExperiment": _BROKER,
@@ -47,6 +49,7 @@ SINGLE_VALUED = frozenset(
         "icatplus_server",
         "API_KEY",
         "jolokiaPort",
+        "ingesterGraceTime",
         "beamlineID",
         "metaExperimentDevice",
         "dataFolderPattern",
@@ -85,6 +88,8 @@ class Delivery:
     icatplus_server: str = ""
     api_key: str = ""
     jolokia_port: int = 0
+    ingester_grace_time: float = 120.0
+    """`ingesterGraceTime`: seconds a confirmed message may stay in the queue unwarned."""
 
     def __repr__(self) -> str:
         return (
@@ -163,6 +168,15 @@ def delivery(properties: Properties, *, icatplus: bool) -> Delivery:
     jolokia = _single(properties, "jolokiaPort", "0")
     if not jolokia.isdigit():
         raise ConfigurationError(f"property jolokiaPort {jolokia!r} is not a port: use 0 for off")
+    grace = _single(properties, "ingesterGraceTime", "120")
+    try:
+        grace_time = float(grace)
+    except ValueError:
+        grace_time = -1.0
+    if not 0 < grace_time < float("inf"):
+        raise ConfigurationError(
+            f"property ingesterGraceTime {grace!r} is not a number of seconds: write e.g. 120"
+        )
     server = _single(properties, "icatplus_server") if icatplus else ""
     if server and not URL.match(server):
         raise ConfigurationError(
@@ -177,6 +191,7 @@ def delivery(properties: Properties, *, icatplus: bool) -> Delivery:
         icatplus_server=server.rstrip("/"),
         api_key=_single(properties, "API_KEY") if icatplus else "",
         jolokia_port=int(jolokia),
+        ingester_grace_time=grace_time,
     )
 
 

@@ -11,6 +11,7 @@ from tango.server import Device, attribute, command, run
 from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.link import Followers
+from adapters.tango.outbox_commands import OutboxCommands
 from adapters.tango.outlet import Outlet, reopened
 from icatcore import config, messages
 from icatcore.errors import ConfigurationError
@@ -23,7 +24,7 @@ STATES = {"on": DevState.ON, "fault": DevState.FAULT}
 MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"}
 
 
-class MetaExperiment(Device):  # type: ignore[misc]
+class MetaExperiment(OutboxCommands, Device):  # type: ignore[misc]
     """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
 
     chart: MetaExperimentChart
@@ -152,6 +153,7 @@ class MetaExperiment(Device):  # type: ignore[misc]
         status = self.chart.status()
         if self.outlet is not None:
             status = f"{status}\n{self.outlet.status_line()}"
+        status = "\n".join(line for line in (status, self.ingester_line()) if line)
         self.set_state(state)
         self.set_status(status)
         self.push_change_event("State", state)

@@ -23,6 +23,7 @@ from adapters.outbox_store import OutboxUnavailable
 from adapters.tango import common
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
+from adapters.tango.outbox_commands import OutboxCommands
 from adapters.tango.outlet import CLOSED, Outlet, reopened
 from icatcore import config, elogbook, messages
 from icatcore.definitions import parse_parameters
@@ -58,7 +59,7 @@ PARENT = "dataset parent location"
 experiment it was named under) and the dataset parent location."""
 
 
-class MetadataManager(Device):  # type: ignore[misc]
+class MetadataManager(OutboxCommands, Device):  # type: ignore[misc]
     """Holds the dataset; registers it with ICAT when it ends, and never loses it.
 
     `Init` keeps the chart: it re-reads the properties and hands them to the chart, so
@@ -528,7 +529,8 @@ class MetadataManager(Device):  # type: ignore[misc]
         """Show the chart: State, Status, and change events for what the servers changed."""
         chart = self.chart
         state = STATES[chart.current_state_value]
-        status = "\n".join(line for line in (chart.status(), self.delivery_line) if line)
+        lines = (chart.status(), self.delivery_line, self.ingester_line())
+        status = "\n".join(line for line in lines if line)
         self.set_state(state)
         self.set_status(status)
         shown = (

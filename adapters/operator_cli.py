@@ -64,7 +64,7 @@ def proxy(host: str, device: str) -> Any:
 def reason(error: BaseException) -> str:
     errors = getattr(error, "args", ())
     if errors and hasattr(errors[0], "desc"):
-        return " ".join(str(errors[-1].desc).split()) if len(errors) > 1 else str(errors[0].desc)
+        return " ".join(str(errors[0].desc).split())
     return str(error)
 
 

@@ -74,11 +74,7 @@ def test_registrations_left_in_the_queue_are_told_then_forgotten_once_taken(
 
     jolokia.consumers = 1
     taken = drain(activemq.port, queue_name, expect=2, idle=0.5)  # browsing took nothing
-    assert (
-        sorted(b.split(">", 2)[1][:20] for _, b in taken)
-        == sorted(["<tns:dataset xmlns:t", "<tns:investigation x"])
-        or len(taken) == 2
-    )
+    assert sorted("<tns:dataset" in body for _, body in taken) == [False, True]
     wait_until(lambda: manager.read_attribute("waitingInBroker").value == 0, 10, "0 in queue")
     wait_until(lambda: "the ICAT ingester" not in manager.status(), 5, "the warning gone")
     wait_until(lambda: meta.read_attribute("waitingInBroker").value == 0, 10, "meta's 0")

@@ -152,7 +152,8 @@ def look_at(host: str, device: str, device_class: str) -> DeviceStatus:
         seen.problems.append(f"no outbox summary: {reason(error)}")
         return seen
     if not summary.get("open"):
-        seen.problems.append("outbox not open")
+        if seen.state != "FAULT":  # a FAULT's Status already says why
+            seen.problems.append("outbox not open")
         return seen
     seen.waiting = int(summary["waiting"])
     seen.oldest_age = float(summary["oldest_age"])

@@ -121,6 +121,23 @@ def devices(host: str) -> list[tuple[str, str]]:
     return sorted(found)
 
 
+def why_unreachable(host: str, device: str, error: BaseException) -> str:
+    """What the Tango database knows: a server not running, or one that does not answer."""
+    import tango
+
+    name, port = host.rsplit(":", 1)
+    try:
+        info = tango.Database(name, int(port)).get_device_info(device)
+    except tango.DevFailed:
+        return reason(error)
+    if not info.exported:
+        return f"not running: start its server {info.ds_full_name}"
+    return (
+        f"its server {info.ds_full_name} (pid {info.pid} on {info.host}) does not answer: "
+        f"{reason(error)}"
+    )
+
+
 def alarm_age(device: Any) -> float:
     """The max_alarm of `oldestUndeliveredAge` when the device declares one, else 600 s."""
     import tango
@@ -141,7 +158,7 @@ def look_at(host: str, device: str, device_class: str) -> DeviceStatus:
         seen.state = str(found.state())
         seen.status = str(found.status())
     except tango.DevFailed as error:
-        seen.status = reason(error)
+        seen.status = why_unreachable(host, device, error)
         seen.problems.append("cannot be reached")
         return seen
     if seen.state == "FAULT":

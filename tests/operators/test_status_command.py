@@ -121,7 +121,10 @@ def test_status_lines_and_exit_codes(own_db: str, activemq: ActiveMQ, tmp_path: 
         assert lines[BROKEN].split()[:3] == ["FAIL", BROKEN, "FAULT"]
         assert "NoSuch" in lines[BROKEN]  # the first Status line names the problem
         assert lines[GONE].split()[:3] == ["FAIL", GONE, "UNREACHABLE"]
-        assert "cannot be reached" in lines[GONE]
+        assert (
+            "| cannot be reached | not running: start its server MetadataManager/opgone"
+            in (lines[GONE])
+        )
 
         done = icat_servers(["status", "--json"], own_db)
         assert done.returncode == 1

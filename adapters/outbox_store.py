@@ -401,16 +401,18 @@ class OutboxStore:
         """
         with self._locked() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            rows = conn.execute("SELECT seq, id FROM set_aside ORDER BY seq").fetchall()
+            rows = conn.execute(
+                "SELECT seq, id, channel, kind, created FROM set_aside ORDER BY seq"
+            ).fetchall()
             if message_ids is not None:
                 wanted = set(message_ids)
-                missing = sorted(wanted - {str(i) for _, i in rows})
+                missing = sorted(wanted - {str(row[1]) for row in rows})
                 if missing:
                     conn.execute("ROLLBACK")
                     raise KeyError(", ".join(missing))
-                rows = [(s, i) for s, i in rows if i in wanted]
+                rows = [row for row in rows if row[1] in wanted]
             moved: list[str] = []
-            for seq, message_id in rows:
+            for seq, message_id, _channel, _kind, _created in rows:
                 conn.execute(
                     "INSERT OR IGNORE INTO outbox (id, channel, kind, created, header, body)"
                     " SELECT id, channel, kind, created, header, body FROM set_aside"

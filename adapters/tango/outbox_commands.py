@@ -349,8 +349,8 @@ class OutboxCommands:
         settings = outlet.settings
 
         def where() -> tuple[str, int]:
-            host, port = sender.link.address
-            return str(host), int(port)
+            host, _, port = (sender.status().address or "").rpartition(":")
+            return host.strip("[]"), int(port)
 
         watch = ingester.watch(
             sender.confirmed,

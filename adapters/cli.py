@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters import registration
+from adapters import operator_cli, registration
 from adapters.embedded_db import EmbeddedDatabase, EmbeddedDatabaseError, default_state_dir
 
 Handler = Callable[[argparse.Namespace], int]
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_register(commands)
     _add_database(commands)
     _add_demo(commands)
+    operator_cli.add_status(commands)
+    operator_cli.add_outbox(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from icatcore.outbox import Channel, Kind, OutboxMessage
@@ -78,6 +79,15 @@ def _write_journal(conn: sqlite3.Connection, journal: Journal, appended: Appende
         conn.executemany(
             "INSERT INTO journal_items (key, value) VALUES (?, ?)", ((key, v) for v in items)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A message its receiver refused for good, kept with the refusal."""
+
+    message: OutboxMessage
+    error: str
+    set_aside_at: float
 
 
 class OutboxUnavailable(RuntimeError):
@@ -166,6 +176,8 @@ class OutboxStore:
         except sqlite3.Error as error:
             self.close()
             raise OutboxUnavailable(_advice(self.path, error)) from error
+        self._attempts: dict[str, int] = {}
+        """Times each message was handed to a sender since this process opened the outbox."""
 
     @contextmanager
     def _locked(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
@@ -229,7 +241,9 @@ class OutboxStore:
                 "SELECT header, body FROM outbox WHERE channel = ? ORDER BY seq LIMIT ?",
                 (channel.value, limit),
             ).fetchall()
-        return [OutboxMessage.from_stored(bytes(h), bytes(b)) for h, b in rows]
+            found = [OutboxMessage.from_stored(bytes(h), bytes(b)) for h, b in rows]
+            self._attempted(m.id for m in found)
+        return found
 
     def note(self, journal: Journal, appended: Appended | None = None) -> None:
         """Keep work in progress (a running dataset) across a crash of the process.
@@ -273,7 +287,9 @@ class OutboxStore:
                 " ORDER BY seq LIMIT ?",
                 (channel.value, after_seq, limit),
             ).fetchall()
-        return [(int(s), OutboxMessage.from_stored(bytes(h), bytes(b))) for s, h, b in rows]
+            found = [(int(s), OutboxMessage.from_stored(bytes(h), bytes(b))) for s, h, b in rows]
+            self._attempted(m.id for _, m in found)
+        return found
 
     def confirm(self, message_id: str) -> None:
         """The receiver has the message: forget it."""
@@ -294,6 +310,9 @@ class OutboxStore:
             conn.execute("COMMIT")
             for (message_id,) in ids:
                 self._forget(message_id)
+        with self._read_lock:
+            for (message_id,) in ids:
+                self._attempts.pop(message_id, None)
 
     def set_aside(self, message_id: str, error: str, now: float | None = None) -> None:
         """Move a message its receiver refused for good out of the delivery order.
@@ -375,6 +394,110 @@ class OutboxStore:
         with self._reading() as conn:
             rows = conn.execute("SELECT header, body, error FROM set_aside ORDER BY seq").fetchall()
         return [(OutboxMessage.from_stored(bytes(h), bytes(b)), str(e)) for h, b, e in rows]
+
+    # -- what operators see and mend (icat-servers outbox, the Outbox* commands) ----------
+
+    def _attempted(self, message_ids: Iterable[str]) -> None:
+        """A sender read these to send them (`pending`, `pending_after`): one attempt each.
+
+        Called with the read lock held."""
+        for message_id in message_ids:
+            self._attempts[message_id] = self._attempts.get(message_id, 0) + 1
+
+    def attempts(self, message_id: str) -> int:
+        """How often a sender took the message since this process opened the outbox."""
+        with self._read_lock:
+            return self._attempts.get(message_id, 0)
+
+    def waiting_messages(self) -> list[OutboxMessage]:
+        """Every message waiting for a confirmation, all channels, in the order put."""
+        with self._reading() as conn:
+            rows = conn.execute("SELECT header, body FROM outbox ORDER BY seq").fetchall()
+        return [OutboxMessage.from_stored(bytes(h), bytes(b)) for h, b in rows]
+
+    def set_aside_entries(self) -> list[SetAside]:
+        """Refused messages with the refusal and when it came, oldest first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT header, body, error, set_aside_at FROM set_aside ORDER BY seq"
+            ).fetchall()
+        return [
+            SetAside(OutboxMessage.from_stored(bytes(h), bytes(b)), str(e), float(t))
+            for h, b, e, t in rows
+        ]
+
+    def find(self, message_id: str) -> OutboxMessage | SetAside | None:
+        """The waiting message, or the set-aside entry, with this id; None if neither."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT header, body FROM outbox WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is not None:
+                return OutboxMessage.from_stored(bytes(row[0]), bytes(row[1]))
+            row = conn.execute(
+                "SELECT header, body, error, set_aside_at FROM set_aside WHERE id = ?"
+                " ORDER BY seq LIMIT 1",
+                (message_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        h, b, e, t = row
+        return SetAside(OutboxMessage.from_stored(bytes(h), bytes(b)), str(e), float(t))
+
+    def resend(self, message_ids: Sequence[str] | None = None) -> list[str]:
+        """Put set-aside messages back in the waiting queue; None means all of them.
+
+        They go after what waits now, in the order they were set aside (a sender that
+        already read past the waiting ones would not see a message put before them);
+        one transaction with an fsync, like `put`. Returns the ids moved, in that order.
+        Raises KeyError naming the ids that are not set aside; then nothing moves.
+        """
+        with self._locked() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(
+                "SELECT seq, id, channel, kind, created FROM set_aside ORDER BY seq"
+            ).fetchall()
+            if message_ids is not None:
+                wanted = set(message_ids)
+                missing = sorted(wanted - {str(row[1]) for row in rows})
+                if missing:
+                    conn.execute("ROLLBACK")
+                    raise KeyError(", ".join(missing))
+                rows = [row for row in rows if row[1] in wanted]
+            moved: list[str] = []
+            for seq, message_id, *_ in rows:
+                conn.execute(
+                    "INSERT OR IGNORE INTO outbox (id, channel, kind, created, header, body)"
+                    " SELECT id, channel, kind, created, header, body FROM set_aside"
+                    " WHERE seq = ?",
+                    (seq,),
+                )
+                conn.execute("DELETE FROM set_aside WHERE seq = ?", (seq,))
+                moved.append(str(message_id))
+            conn.execute("COMMIT")
+            for _, message_id, channel, kind, created in rows:
+                self._wait(str(message_id), Channel(channel), Kind(kind), float(created))
+            self._set_aside -= len(moved)
+            # what waits stays in the order it was created: the first is the oldest
+            self._waiting = dict(sorted(self._waiting.items(), key=lambda item: item[1][2]))
+        return moved
+
+    def drop(self, message_id: str) -> str:
+        """Delete one message for good: the only deletion an operator can make.
+
+        Returns where it was ("waiting" or "set aside"); KeyError if it is in neither.
+        """
+        with self._locked() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            waiting = conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,)).rowcount
+            aside = conn.execute("DELETE FROM set_aside WHERE id = ?", (message_id,)).rowcount
+            conn.execute("COMMIT")
+            if waiting:
+                self._forget(message_id)
+            self._set_aside -= aside
+        if not waiting and not aside:
+            raise KeyError(message_id)
+        return "waiting" if waiting else "set aside"
 
     def close(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from statecharts.broker_link import BrokerLink
 log = logging.getLogger(__name__)
 
 MESSAGE_ID_HEADER = "icat-message-id"
+CONFIRMED_KEPT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,8 @@ class StompSender(threading.Thread):
         self._sent_seq = 0
         """Outbox position of the last message sent on this connection."""
         self._events: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self.confirmed: deque[tuple[str, float]] = deque(maxlen=CONFIRMED_KEPT)
+        """(message id, time) of what the broker confirmed; the ingester watch takes them."""
 
     # --- interface for Delivery ---------------------------------------------------------
 
@@ -301,6 +305,7 @@ class StompSender(threading.Thread):
                 ", ".join(confirmed),
                 extra={"message_ids": confirmed},
             )
+            self.confirmed.extend((message_id, time.time()) for message_id in confirmed)
             with self._status_lock:
                 self._delivered += len(confirmed)
                 self._last_delivery = time.time()

@@ -33,7 +33,15 @@ the ICAT reader's `server`, `port`, `username`. A beamline's database keeps work
 device names them once in Status, `icat-servers register` names them too."""
 
 _BROKER = frozenset(
-    {"queueURLs", "queueName", "queueLogin", "queuePasscode", "queuePasscodeFile", "jolokiaPort"}
+    {
+        "queueURLs",
+        "queueName",
+        "queueLogin",
+        "queuePasscode",
+        "queuePasscodeFile",
+        "jolokiaPort",
+        "ingesterGraceTime",
+    }
 )
 
 CLASS_PROPERTIES: Mapping[str, frozenset[str]] = {
@@ -143,6 +151,8 @@ class Delivery:
     api_key: str = field(default="", repr=False)
     api_key_source: str = ""
     jolokia_port: int = 0
+    ingester_grace_time: float = 120.0
+    """`ingesterGraceTime`: seconds a confirmed message may stay in the queue unwarned."""
 
     def __repr__(self) -> str:
         return (
@@ -320,6 +330,15 @@ def delivery(
         raise ConfigurationError(
             f"property jolokiaPort {jolokia!r} is not a port: give 1..65535, or 0 for off"
         )
+    grace = _single(properties, "ingesterGraceTime", "120")
+    try:
+        grace_time = float(grace)
+    except ValueError:
+        grace_time = -1.0
+    if not 0 < grace_time < float("inf"):
+        raise ConfigurationError(
+            f"property ingesterGraceTime {grace!r} is not a number of seconds: write e.g. 120"
+        )
     server = _single(properties, "icatplus_server") if icatplus else ""
     if server and not URL.match(server):
         raise ConfigurationError(
@@ -340,6 +359,7 @@ def delivery(
         api_key=api_key,
         api_key_source=api_key_source,
         jolokia_port=int(jolokia),
+        ingester_grace_time=grace_time,
     )
 
 

@@ -13,6 +13,7 @@ from adapters.secrets import SERVER_SECRETS
 from adapters.tango import common, logs, properties
 from adapters.tango.health import HealthAttributes
 from adapters.tango.link import Followers
+from adapters.tango.outbox_commands import OutboxCommands
 from adapters.tango.outlet import Outlet, reopened
 from adapters.tango.watcher import Watcher
 from icatcore import config, facility, messages
@@ -27,7 +28,7 @@ MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"
 
 
 class MetaExperiment(  # type: ignore[misc]
-    HealthAttributes, common.Citizen, properties.declared("MetaExperiment"), Device
+    OutboxCommands, HealthAttributes, common.Citizen, properties.declared("MetaExperiment"), Device
 ):
     """Holds the proposal (ICAT investigation), sample and data root; its followers obey it."""
 
@@ -181,7 +182,7 @@ class MetaExperiment(  # type: ignore[misc]
         status = self.chart.status()
         if self.outlet is not None:
             status = f"{status}\n{self.outlet.status_line()}"
-        status = "\n".join((status, *self.notes))
+        status = "\n".join(line for line in (status, self.ingester_line(), *self.notes) if line)
         self.set_state(state)
         self.set_status(status)
         if (state, status) != self.shown:

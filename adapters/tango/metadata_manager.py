@@ -24,6 +24,7 @@ from adapters.tango import common, logs, properties
 from adapters.tango.health import HealthAttributes
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
+from adapters.tango.outbox_commands import OutboxCommands
 from adapters.tango.outlet import CLOSED, Outlet, reopened
 from adapters.tango.watcher import Watcher
 from icatcore import config, elogbook, facility, messages
@@ -59,7 +60,7 @@ experiment it was named under) and the dataset parent location."""
 
 
 class MetadataManager(  # type: ignore[misc]
-    HealthAttributes, common.Citizen, properties.declared("MetadataManager"), Device
+    OutboxCommands, HealthAttributes, common.Citizen, properties.declared("MetadataManager"), Device
 ):
     """Holds the dataset; registers it with ICAT when it ends, and never loses it.
 
@@ -523,9 +524,8 @@ class MetadataManager(  # type: ignore[misc]
         """Show the chart: State, Status, and change events for what the servers changed."""
         chart = self.chart
         state = STATES[chart.current_state_value]
-        status = "\n".join(
-            line for line in (chart.status(), self.delivery_line, *self.notes) if line
-        )
+        lines = (chart.status(), self.delivery_line, self.ingester_line(), *self.notes)
+        status = "\n".join(line for line in lines if line)
         self.set_state(state)
         self.set_status(status)
         shown = (

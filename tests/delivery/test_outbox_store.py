@@ -259,3 +259,20 @@ def test_what_the_process_knows_matches_the_database(tmp_path: Path) -> None:
     reopened = OutboxStore(tmp_path)
     assert (reopened.known_count(), reopened.known_set_aside_count()) == (1, 1)
     assert reopened.known_oldest_created() == messages[2].created
+
+
+def test_resend_and_drop_keep_what_the_process_knows_right(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path)
+    first, second, third = (icat_message() for _ in range(3))
+    for message in (first, second, third):
+        store.put(message)
+    store.set_aside(first.id, "refused")
+    store.set_aside(second.id, "refused")
+    assert (store.known_count(), store.known_set_aside_count()) == (1, 2)
+    store.resend([first.id])
+    assert (store.known_count(), store.known_set_aside_count()) == (2, 1)
+    assert store.known_oldest_created() == store.oldest_created() == first.created
+    store.drop(second.id)
+    store.drop(third.id)
+    assert (store.known_count(), store.known_set_aside_count()) == (1, 0)
+    assert (store.count(), store.set_aside_count()) == (1, 0)

@@ -14,8 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters import operator_cli, registration
-from adapters.embedded_db import EmbeddedDatabase, EmbeddedDatabaseError, default_state_dir
+from icat_servers.adapters import operator_cli, registration
+from icat_servers.adapters.embedded_db import (
+    EmbeddedDatabase,
+    EmbeddedDatabaseError,
+    default_state_dir,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -77,13 +81,13 @@ def _add_up(commands: Any) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from adapters import stack
+    from icat_servers.adapters import stack
 
     files: list[Path] = args.files or [stack.EXAMPLE]
     if not args.files and not stack.EXAMPLE.is_file():
         print(
-            "icat-servers up: give a registration FILE: the default example "
-            "(examples/id00.yml) ships with the repository, not with the installed package",
+            f"icat-servers up: the default example {stack.EXAMPLE} is missing from this "
+            "installation: give a registration FILE, or reinstall icat-servers",
             file=sys.stderr,
         )
         return EXIT_INVALID
@@ -126,7 +130,7 @@ def _add_down(commands: Any) -> None:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from adapters import stack
+    from icat_servers.adapters import stack
 
     try:
         stack.down(state_dir=default_state_dir())
@@ -363,7 +367,7 @@ def _add_demo(commands: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from adapters import demo
+    from icat_servers.adapters import demo
 
     return demo.run(keep=args.keep)
 

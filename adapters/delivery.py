@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from adapters.icatplus import IcatPlusSender
-from adapters.outbox_store import Journal, OutboxStore
-from adapters.stomp_sender import StompSender
-from icatcore import config
-from icatcore.outbox import Channel, Kind, OutboxMessage
+from icat_servers.adapters.icatplus import IcatPlusSender
+from icat_servers.adapters.outbox_store import Journal, OutboxStore
+from icat_servers.adapters.stomp_sender import StompSender
+from icat_servers.icatcore import config
+from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,9 @@ from typing import Any
 import tango
 import yaml
 
-from adapters import stack
-from adapters.activemq import free_port
-from adapters.embedded_db import default_state_dir
+from icat_servers.adapters import stack
+from icat_servers.adapters.activemq import free_port
+from icat_servers.adapters.embedded_db import default_state_dir
 
 EXAMPLE = stack.EXAMPLE
 META = "id00/metaexp/demo"
@@ -161,7 +161,7 @@ def run(keep: bool = False) -> int:
     if not EXAMPLE.is_file():
         print(
             f"icat-servers demo: {EXAMPLE} is not there: the example ships with the "
-            "repository, not the package; run scripts/demo from a checkout",
+            "package, so this installation is incomplete; reinstall icat-servers",
             file=sys.stderr,
         )
         return 2

@@ -1,4 +1,4 @@
-"""Export every chart into diagrams/: `python -m adapters.diagrams`.
+"""Export every chart into diagrams/: `python -m icat_servers.adapters.diagrams`.
 
 Per chart: Mermaid text (`.mmd`, generated here, no dependency), Graphviz source (`.dot`,
 python-statemachine's `DotGraphMachine`, needs pydot) and the SVG Graphviz renders from it
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 CHARTS = {
-    "metadata_manager": "statecharts.metadata_manager:MetadataManagerChart",
-    "meta_experiment": "statecharts.meta_experiment:MetaExperimentChart",
-    "broker_link": "statecharts.broker_link:BrokerLink",
+    "metadata_manager": "icat_servers.statecharts.metadata_manager:MetadataManagerChart",
+    "meta_experiment": "icat_servers.statecharts.meta_experiment:MetaExperimentChart",
+    "broker_link": "icat_servers.statecharts.broker_link:BrokerLink",
 }
 FOLDER = Path(__file__).resolve().parent.parent / "diagrams"
 

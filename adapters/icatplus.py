@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters.outbox_store import OutboxStore, OutboxUnavailable
-from icatcore.outbox import Channel, OutboxMessage
-from statecharts.broker_link import backoff_delay
+from icat_servers.adapters.outbox_store import OutboxStore, OutboxUnavailable
+from icat_servers.icatcore.outbox import Channel, OutboxMessage
+from icat_servers.statecharts.broker_link import backoff_delay
 
 log = logging.getLogger(__name__)
 

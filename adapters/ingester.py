@@ -32,8 +32,8 @@ from typing import Any
 import httpx
 import stomp
 
-from adapters.stomp_sender import MESSAGE_ID_HEADER
-from icatcore.config import queue_name as destination_of
+from icat_servers.adapters.stomp_sender import MESSAGE_ID_HEADER
+from icat_servers.icatcore.config import queue_name as destination_of
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from adapters.embedded_db import EmbeddedDatabase, default_state_dir
+from icat_servers.adapters.embedded_db import EmbeddedDatabase, default_state_dir
 
 CLASSES = ("MetaExperiment", "MetadataManager")
 DEFAULT_ALARM_AGE_S = 600.0

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from icatcore.outbox import Channel, Kind, OutboxMessage
+from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 
 DB_NAME = "outbox.sqlite3"
 CHECKPOINT_PAGES = 200

@@ -37,9 +37,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from icatcore import config
-from icatcore.config import CLASS_PROPERTIES, DEVICE_PROPERTIES, UNUSED
-from icatcore.errors import ConfigurationError
+from icat_servers.icatcore import config
+from icat_servers.icatcore.config import CLASS_PROPERTIES, DEVICE_PROPERTIES, UNUSED
+from icat_servers.icatcore.errors import ConfigurationError
 
 CLASSES = ("MetaExperiment", "MetadataManager")
 """The two device classes, each run by the console script of the same name."""

@@ -10,7 +10,7 @@ import os
 import stat
 from collections.abc import Mapping
 
-from icatcore.errors import ConfigurationError
+from icat_servers.icatcore.errors import ConfigurationError
 
 MAX_SECRET_BYTES = 64 * 1024
 

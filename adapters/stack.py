@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from adapters import registration
-from adapters.activemq import ActiveMQ, port_accepts
-from adapters.embedded_db import EmbeddedDatabase, RunningDatabase
-from adapters.processes import Recorded, start_server
+from icat_servers.adapters import registration
+from icat_servers.adapters.activemq import ActiveMQ, port_accepts
+from icat_servers.adapters.embedded_db import EmbeddedDatabase, RunningDatabase
+from icat_servers.adapters.processes import Recorded, start_server
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "id00.yml"
-"""The shipped example, the default registration (present in a clone)."""
+"""The shipped example, the default registration: examples/ of a checkout (through the
+icat_servers/examples link), icat_servers/examples/ of an installed wheel."""
 
 UP_FILE = "up.json"
 UP_LOCK = "up.lock"

@@ -25,10 +25,10 @@ from typing import Any
 
 import stomp
 
-from adapters.outbox_store import OutboxStore, OutboxUnavailable
-from icatcore.config import BrokerAddress
-from icatcore.outbox import Channel, OutboxMessage
-from statecharts.broker_link import BrokerLink
+from icat_servers.adapters.outbox_store import OutboxStore, OutboxUnavailable
+from icat_servers.icatcore.config import BrokerAddress
+from icat_servers.icatcore.outbox import Channel, OutboxMessage
+from icat_servers.statecharts.broker_link import BrokerLink
 
 log = logging.getLogger(__name__)
 

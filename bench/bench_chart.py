@@ -23,9 +23,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from time import perf_counter_ns, process_time_ns
 
-from icatcore.definitions import ValueKind, parameter_specs
-from icatcore.records import Experiment, ParameterValue
-from statecharts.metadata_manager import MetadataManagerChart, Settings
+from icat_servers.icatcore.definitions import ValueKind, parameter_specs
+from icat_servers.icatcore.records import Experiment, ParameterValue
+from icat_servers.statecharts.metadata_manager import MetadataManagerChart, Settings
 
 BEAMLINE = "id00"
 META = "id00/metaexp/bench"

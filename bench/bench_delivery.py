@@ -187,7 +187,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 class Bench:
     def __init__(self, workdir: Path) -> None:
-        from adapters.embedded_db import EmbeddedDatabase
+        from icat_servers.adapters.embedded_db import EmbeddedDatabase
         from tests.services.activemq import ActiveMQ, free_port
 
         self.workdir = workdir

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
-from icatcore.definitions import ValueKind, parameter_specs
-from icatcore.messages import dataset_xml
-from icatcore.records import DatasetRecord
+from icat_servers.icatcore.definitions import ValueKind, parameter_specs
+from icat_servers.icatcore.messages import dataset_xml
+from icat_servers.icatcore.records import DatasetRecord
 
 PARAMETERS = 200
 FILES = 100

@@ -60,8 +60,8 @@ if str(ROOT) not in sys.path:
 import tango  # noqa: E402
 from tango.server import Device, attribute, command, run  # noqa: E402
 
-from adapters.embedded_db import EmbeddedDatabase  # noqa: E402
-from adapters.processes import start_server  # noqa: E402
+from icat_servers.adapters.embedded_db import EmbeddedDatabase  # noqa: E402
+from icat_servers.adapters.processes import start_server  # noqa: E402
 from tests.services import servers  # noqa: E402
 
 META = "id00/metaexp/bench"
@@ -172,7 +172,7 @@ def serve_manager(instance: str) -> None:
     As `adapters.tango.metadata_manager.main`, with one more device class: the floor
     is then a do-nothing command of a device on the same server.
     """
-    from adapters.tango.metadata_manager import MetadataManager
+    from icat_servers.adapters.tango.metadata_manager import MetadataManager
 
     sys.setswitchinterval(0.0005)  # as metadata_manager.main does
     run((MetadataManager, BenchFloor), args=["MetadataManager", instance])
@@ -188,7 +188,7 @@ def serve_profiled_manager(instance: str, output: Path) -> None:
     is switched on and off around each call, in the thread that runs it (Tango
     serializes calls to one device). The stats are written every 100 calls.
     """
-    from adapters.tango import metadata_manager
+    from icat_servers.adapters.tango import metadata_manager
 
     device_class = metadata_manager.MetadataManager
     original: Callable[..., None] = device_class.event

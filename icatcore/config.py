@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from icatcore import definitions
-from icatcore.errors import ConfigurationError
-from icatcore.folders import DEFAULT_PATTERN, check_pattern
+from icat_servers.icatcore import definitions
+from icat_servers.icatcore.errors import ConfigurationError
+from icat_servers.icatcore.folders import DEFAULT_PATTERN, check_pattern
 
 Properties = Mapping[str, Sequence[str]]
 

@@ -18,9 +18,9 @@ from functools import cache
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from icatcore import facility
-from icatcore.errors import InvalidInput
-from icatcore.records import ParameterValue
+from icat_servers.icatcore import facility
+from icat_servers.icatcore.errors import InvalidInput
+from icat_servers.icatcore.records import ParameterValue
 
 MAX_TEXT_LENGTH = 4096
 MAX_DATASET_NAME_LENGTH = 255

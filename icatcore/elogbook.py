@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
-from icatcore.definitions import check_text
-from icatcore.errors import InvalidInput
-from icatcore.outbox import Channel, Kind, OutboxMessage
+from icat_servers.icatcore.definitions import check_text
+from icat_servers.icatcore.errors import InvalidInput
+from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 
 NOTIFICATION_PATH = "/dataacquisition/{api_key}/notification"
 IMAGE_PATH = "/dataacquisition/{api_key}/base64"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 
-from icatcore.errors import ConfigurationError
+from icat_servers.icatcore.errors import ConfigurationError
 
 FIELDS = ("dataRoot", "proposal", "beamlineID", "sampleName", "datasetName", "scanName")
 """The fields a pattern may use; `{scanName}` is tango-metadata's name for `{datasetName}`."""

@@ -23,10 +23,10 @@ from itertools import chain
 from numbers import Number
 from typing import Any
 
-from icatcore import facility
-from icatcore.definitions import ParameterSpec, ValueKind, parameter_specs
-from icatcore.errors import InvalidInput
-from icatcore.records import DatasetRecord, InvestigationRecord
+from icat_servers.icatcore import facility
+from icat_servers.icatcore.definitions import ParameterSpec, ValueKind, parameter_specs
+from icat_servers.icatcore.errors import InvalidInput
+from icat_servers.icatcore.records import DatasetRecord, InvestigationRecord
 
 NAMESPACE = "http://www.esrf.fr/icat"
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'

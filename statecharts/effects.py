@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icatcore.records import DatasetRecord, Experiment, InvestigationRecord
+from icat_servers.icatcore.records import DatasetRecord, Experiment, InvestigationRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,19 @@ from typing import Any
 
 from statemachine import State, StateMachine
 
-from icatcore import definitions
-from icatcore.records import (
+from icat_servers.icatcore import definitions
+from icat_servers.icatcore.records import (
     DEFAULT_DATA_ROOT,
     SAMPLE_PLACEHOLDER,
     Experiment,
     InvestigationRecord,
 )
-from statecharts.effects import AnnounceInvestigation, Effect, PublishExperiment, Refused
+from icat_servers.statecharts.effects import (
+    AnnounceInvestigation,
+    Effect,
+    PublishExperiment,
+    Refused,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,16 @@ from typing import Any
 
 from statemachine import State, StateMachine
 
-from icatcore import definitions
-from icatcore.errors import ConfigurationError, InvalidInput
-from icatcore.folders import DEFAULT_PATTERN, check_pattern, data_folder
-from icatcore.records import DatasetRecord, Experiment, ParameterValue, sample_specified
-from statecharts.effects import (
+from icat_servers.icatcore import definitions
+from icat_servers.icatcore.errors import ConfigurationError, InvalidInput
+from icat_servers.icatcore.folders import DEFAULT_PATTERN, check_pattern, data_folder
+from icat_servers.icatcore.records import (
+    DatasetRecord,
+    Experiment,
+    ParameterValue,
+    sample_specified,
+)
+from icat_servers.statecharts.effects import (
     Effect,
     KeepDatasetName,
     KeepFile,

@@ -47,7 +47,7 @@ def tango_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     code as the `icat-servers database` command. TANGO_HOST is yielded, not exported:
     `beamlines` exports it for the tests that use servers.
     """
-    from adapters.embedded_db import EmbeddedDatabase
+    from icat_servers.adapters.embedded_db import EmbeddedDatabase
 
     database = EmbeddedDatabase(tmp_path_factory.mktemp("tango_db"))
     tango_host = database.start()

@@ -24,7 +24,7 @@ from typing import Protocol
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from icatcore.records import sample_specified
+from icat_servers.icatcore.records import sample_specified
 from tests.session_model import Observation, PureSession, Rejected, Unreadable
 
 proposals = st.sampled_from(["", "hg123", "MX2024", "ih-ls3456", "bad/name", "x\x07y"])

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from icatcore.definitions import parse_parameters
-from icatcore.errors import InvalidInput
-from icatcore.records import DatasetRecord
-from statecharts.effects import (
+from icat_servers.icatcore.definitions import parse_parameters
+from icat_servers.icatcore.errors import InvalidInput
+from icat_servers.icatcore.records import DatasetRecord
+from icat_servers.statecharts.effects import (
     AnnounceInvestigation,
     Effect,
     KeepDatasetName,
@@ -23,9 +23,9 @@ from statecharts.effects import (
     Refused,
     RegisterDataset,
 )
-from statecharts.meta_experiment import MetaExperimentChart
-from statecharts.meta_experiment import Settings as MetaSettings
-from statecharts.metadata_manager import MetadataManagerChart, Settings
+from icat_servers.statecharts.meta_experiment import MetaExperimentChart
+from icat_servers.statecharts.meta_experiment import Settings as MetaSettings
+from icat_servers.statecharts.metadata_manager import MetadataManagerChart, Settings
 
 BEAMLINE = "id00"
 META = "id00/metaexp/test"

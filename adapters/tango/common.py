@@ -15,10 +15,10 @@ from typing import Any, NoReturn, TypeVar
 
 import tango
 
-from adapters.tango import logs
-from adapters.tango import properties as tango_properties
-from icatcore.errors import ConfigurationError, InvalidInput
-from statecharts.effects import Refused
+from icat_servers.adapters.tango import logs
+from icat_servers.adapters.tango import properties as tango_properties
+from icat_servers.icatcore.errors import ConfigurationError, InvalidInput
+from icat_servers.statecharts.effects import Refused
 
 SOFTWARE = "icat-servers 0.1.0"
 MACHINE = socket.getfqdn()

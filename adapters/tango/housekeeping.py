@@ -6,7 +6,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from adapters.tango.common import log
+from icat_servers.adapters.tango.common import log
 
 Job = Callable[[], None]
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import tango
 
-from adapters.tango.common import log
-from icatcore.records import Experiment
+from icat_servers.adapters.tango.common import log
+from icat_servers.icatcore.records import Experiment
 
 CALL_TIMEOUT_MS = 3000
 START_TIMEOUT_MS = 1000

@@ -27,7 +27,7 @@ from typing import Any
 
 import tango
 
-from adapters import icatplus, stomp_sender
+from icat_servers.adapters import icatplus, stomp_sender
 
 LOGGER = "icat_servers"
 """The adapters' logger (adapters.tango.common.log)."""

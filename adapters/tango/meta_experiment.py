@@ -8,20 +8,20 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, run
 
-from adapters.outbox_store import OutboxUnavailable
-from adapters.secrets import SERVER_SECRETS
-from adapters.tango import common, logs, properties
-from adapters.tango.health import HealthAttributes
-from adapters.tango.link import Followers
-from adapters.tango.outbox_commands import OutboxCommands
-from adapters.tango.outlet import Outlet, reopened
-from adapters.tango.watcher import Watcher
-from icatcore import config, facility, messages
-from icatcore.errors import ConfigurationError
-from icatcore.outbox import Kind, icat_message
-from icatcore.records import Experiment
-from statecharts.effects import AnnounceInvestigation, Effect, PublishExperiment
-from statecharts.meta_experiment import MetaExperimentChart, Settings
+from icat_servers.adapters.outbox_store import OutboxUnavailable
+from icat_servers.adapters.secrets import SERVER_SECRETS
+from icat_servers.adapters.tango import common, logs, properties
+from icat_servers.adapters.tango.health import HealthAttributes
+from icat_servers.adapters.tango.link import Followers
+from icat_servers.adapters.tango.outbox_commands import OutboxCommands
+from icat_servers.adapters.tango.outlet import Outlet, reopened
+from icat_servers.adapters.tango.watcher import Watcher
+from icat_servers.icatcore import config, facility, messages
+from icat_servers.icatcore.errors import ConfigurationError
+from icat_servers.icatcore.outbox import Kind, icat_message
+from icat_servers.icatcore.records import Experiment
+from icat_servers.statecharts.effects import AnnounceInvestigation, Effect, PublishExperiment
+from icat_servers.statecharts.meta_experiment import MetaExperimentChart, Settings
 
 STATES = {"on": DevState.ON, "fault": DevState.FAULT}
 MEMORIZED = {"proposal": "proposal", "sample": "sample", "dataRoot": "data_root"}
@@ -229,6 +229,6 @@ class MetaExperiment(  # type: ignore[misc]
 
 
 def main(args: list[str] | None = None) -> int:
-    from adapters.tango.startup import serve
+    from icat_servers.adapters.tango.startup import serve
 
     return serve(run, (MetaExperiment,), sys.argv[1:] if args is None else args)

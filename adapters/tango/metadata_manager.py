@@ -17,21 +17,21 @@ import tango
 from tango import AttrWriteType, DevState, EventType
 from tango.server import Device, attribute, command, run
 
-from adapters.delivery import DeliveryHealth
-from adapters.outbox_store import OutboxUnavailable
-from adapters.secrets import SERVER_SECRETS
-from adapters.tango import common, logs, properties
-from adapters.tango.health import HealthAttributes
-from adapters.tango.housekeeping import Housekeeper
-from adapters.tango.link import Leader
-from adapters.tango.outbox_commands import OutboxCommands
-from adapters.tango.outlet import CLOSED, Outlet, reopened
-from adapters.tango.watcher import Watcher
-from icatcore import config, elogbook, facility, messages
-from icatcore.definitions import parse_parameters
-from icatcore.errors import ConfigurationError
-from icatcore.outbox import Kind, icat_message
-from statecharts.effects import (
+from icat_servers.adapters.delivery import DeliveryHealth
+from icat_servers.adapters.outbox_store import OutboxUnavailable
+from icat_servers.adapters.secrets import SERVER_SECRETS
+from icat_servers.adapters.tango import common, logs, properties
+from icat_servers.adapters.tango.health import HealthAttributes
+from icat_servers.adapters.tango.housekeeping import Housekeeper
+from icat_servers.adapters.tango.link import Leader
+from icat_servers.adapters.tango.outbox_commands import OutboxCommands
+from icat_servers.adapters.tango.outlet import CLOSED, Outlet, reopened
+from icat_servers.adapters.tango.watcher import Watcher
+from icat_servers.icatcore import config, elogbook, facility, messages
+from icat_servers.icatcore.definitions import parse_parameters
+from icat_servers.icatcore.errors import ConfigurationError
+from icat_servers.icatcore.outbox import Kind, icat_message
+from icat_servers.statecharts.effects import (
     Effect,
     KeepDatasetName,
     KeepFile,
@@ -39,7 +39,7 @@ from statecharts.effects import (
     KeepRunningDataset,
     RegisterDataset,
 )
-from statecharts.metadata_manager import MetadataManagerChart, Settings
+from icat_servers.statecharts.metadata_manager import MetadataManagerChart, Settings
 
 STATES = {
     "off": DevState.OFF,
@@ -573,6 +573,6 @@ def main(args: list[str] | None = None) -> int:
     # switch interval than the 5 ms default lets a call take the GIL sooner (EndDataset
     # median 5.1 -> 2.6 ms in bench/bench_delivery.py).
     sys.setswitchinterval(0.0005)
-    from adapters.tango.startup import serve
+    from icat_servers.adapters.tango.startup import serve
 
     return serve(run, (MetadataManager,), sys.argv[1:] if args is None else args)

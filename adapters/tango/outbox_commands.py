@@ -25,12 +25,12 @@ from typing import Any
 import tango
 from tango.server import attribute, command
 
-from adapters import ingester
-from adapters.icatplus import SecretMask
-from adapters.outbox_store import OutboxStore, OutboxUnavailable, SetAside
-from adapters.tango import common
-from adapters.tango.outlet import Outlet
-from icatcore.outbox import Channel, Kind, OutboxMessage
+from icat_servers.adapters import ingester
+from icat_servers.adapters.icatplus import SecretMask
+from icat_servers.adapters.outbox_store import OutboxStore, OutboxUnavailable, SetAside
+from icat_servers.adapters.tango import common
+from icat_servers.adapters.tango.outlet import Outlet
+from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 
 TNS = "{http://www.esrf.fr/icat}"
 TEXT_SHOWN = 60

@@ -6,10 +6,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from adapters.delivery import Delivery, DeliveryHealth, IcatPlusSettings, StompSettings
-from adapters.outbox_store import OutboxStore
-from icatcore import config
-from icatcore.outbox import OutboxMessage
+from icat_servers.adapters.delivery import Delivery, DeliveryHealth, IcatPlusSettings, StompSettings
+from icat_servers.adapters.outbox_store import OutboxStore
+from icat_servers.icatcore import config
+from icat_servers.icatcore.outbox import OutboxMessage
 
 CLOSED = DeliveryHealth(
     undelivered=0,

@@ -16,9 +16,9 @@ from typing import Any
 import tango
 from tango.server import class_property, device_property
 
-from icatcore import config
-from icatcore.errors import ConfigurationError
-from icatcore.folders import DEFAULT_PATTERN
+from icat_servers.icatcore import config
+from icat_servers.icatcore.errors import ConfigurationError
+from icat_servers.icatcore.folders import DEFAULT_PATTERN
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,12 @@ def readme() -> str:
 
 def about(class_name: str) -> str:
     """The lines --help adds before Tango's own options."""
-    from adapters.embedded_db import default_state_dir
-    from icatcore.config import CLASS_PROPERTIES, DEVICE_PROPERTIES, REQUIRED_DEVICE_PROPERTIES
+    from icat_servers.adapters.embedded_db import default_state_dir
+    from icat_servers.icatcore.config import (
+        CLASS_PROPERTIES,
+        DEVICE_PROPERTIES,
+        REQUIRED_DEVICE_PROPERTIES,
+    )
 
     required = REQUIRED_DEVICE_PROPERTIES[class_name]
     class_properties = sorted(CLASS_PROPERTIES[class_name])
@@ -88,7 +92,7 @@ def choose_database(class_name: str, argv: Sequence[str]) -> str | None:
         return None
     if tango_host_configured():
         return None
-    from adapters.embedded_db import EmbeddedDatabase, default_state_dir
+    from icat_servers.adapters.embedded_db import EmbeddedDatabase, default_state_dir
 
     state = default_state_dir()
     running = EmbeddedDatabase(state).status()

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import tango
 
-from adapters.outbox_store import OutboxUnavailable
-from adapters.tango.common import log
+from icat_servers.adapters.outbox_store import OutboxUnavailable
+from icat_servers.adapters.tango.common import log
 
 PERIOD_S = 1.0
 

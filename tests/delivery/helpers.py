@@ -7,10 +7,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from adapters.delivery import StompSettings
-from adapters.outbox_store import OutboxStore
-from icatcore import config
-from icatcore.outbox import Channel, Kind, OutboxMessage
+from icat_servers.adapters.delivery import StompSettings
+from icat_servers.adapters.outbox_store import OutboxStore
+from icat_servers.icatcore import config
+from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 
 
 def icat_message(

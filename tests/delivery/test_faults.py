@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.delivery import Delivery
-from adapters.outbox_store import OutboxStore
-from adapters.stomp_sender import MESSAGE_ID_HEADER
-from icatcore.outbox import Channel
+from icat_servers.adapters.delivery import Delivery
+from icat_servers.adapters.outbox_store import OutboxStore
+from icat_servers.adapters.stomp_sender import MESSAGE_ID_HEADER
+from icat_servers.icatcore.outbox import Channel
 from tests.delivery.helpers import icat_message, stomp_settings, wait_empty, wait_until
 from tests.services.activemq import ActiveMQ, drain, free_port
 
@@ -103,8 +103,8 @@ CRASH_AFTER_PUT = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from adapters.delivery import Delivery
-    from adapters.outbox_store import OutboxStore
+    from icat_servers.adapters.delivery import Delivery
+    from icat_servers.adapters.outbox_store import OutboxStore
     from tests.delivery.helpers import icat_message, stomp_settings
     delivery = Delivery(
         OutboxStore(Path({path!r})), stomp_settings({down!r}, queue={queue!r}), None

@@ -14,10 +14,10 @@ from urllib.parse import quote, unquote
 import httpx
 import pytest
 
-from adapters.delivery import Delivery, IcatPlusSettings
-from adapters.icatplus import IcatPlusSender
-from adapters.outbox_store import OutboxStore
-from icatcore.outbox import Channel
+from icat_servers.adapters.delivery import Delivery, IcatPlusSettings
+from icat_servers.adapters.icatplus import IcatPlusSender
+from icat_servers.adapters.outbox_store import OutboxStore
+from icat_servers.icatcore.outbox import Channel
 from tests.delivery.helpers import logbook_message, wait_empty, wait_until
 from tests.services.activemq import free_port
 from tests.services.icat_mocks import IcatPlusMock

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.outbox_store import OutboxStore, OutboxUnavailable
-from icatcore.outbox import Channel, Kind
+from icat_servers.adapters.outbox_store import OutboxStore, OutboxUnavailable
+from icat_servers.icatcore.outbox import Channel, Kind
 from tests.delivery.helpers import icat_message, logbook_message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ FULL_DISK_SCRIPT = textwrap.dedent(
     import resource, signal, sys, time
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from adapters.outbox_store import OutboxStore, OutboxUnavailable
+    from icat_servers.adapters.outbox_store import OutboxStore, OutboxUnavailable
     from tests.delivery.helpers import icat_message
     store = OutboxStore(Path({path!r}))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -228,7 +228,7 @@ KILL_AFTER_PUT_SCRIPT = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from adapters.outbox_store import OutboxStore
+    from icat_servers.adapters.outbox_store import OutboxStore
     from tests.delivery.helpers import icat_message
     store = OutboxStore(Path({path!r}))
     store.put(icat_message(message_id="survivor", body=b"<dataset/>"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.delivery import DeliveryHealth
+from icat_servers.adapters.delivery import DeliveryHealth
 
 
 def health(datasets: int, investigations: int, created: float | None) -> DeliveryHealth:

@@ -16,10 +16,10 @@ from pyicat_plus._icat_messaging.serializers.investigation import (
 )
 from pyicat_plus_pytest_plugin.servers.icat_db import IcatDb
 
-from adapters.delivery import Delivery
-from adapters.outbox_store import OutboxStore
-from adapters.stomp_sender import MESSAGE_ID_HEADER
-from icatcore.outbox import Channel, Kind
+from icat_servers.adapters.delivery import Delivery
+from icat_servers.adapters.outbox_store import OutboxStore
+from icat_servers.adapters.stomp_sender import MESSAGE_ID_HEADER
+from icat_servers.icatcore.outbox import Channel, Kind
 from tests.delivery.helpers import icat_message, stomp_settings, wait_empty, wait_until
 from tests.services.activemq import ActiveMQ, drain, free_port
 from tests.services.icat_mocks import IcatIngesterMock

@@ -8,8 +8,8 @@ from typing import Any
 
 import tango
 
-from adapters.outbox_store import OutboxStore
-from icatcore.outbox import Channel, Kind
+from icat_servers.adapters.outbox_store import OutboxStore
+from icat_servers.icatcore.outbox import Channel, Kind
 from tests.session_model import Observation, Rejected, Unreadable
 
 

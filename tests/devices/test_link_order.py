@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("tango")
 
-from adapters.tango.link import Leader, Stamp, encode
-from icatcore.records import Experiment
+from icat_servers.adapters.tango.link import Leader, Stamp, encode
+from icat_servers.icatcore.records import Experiment
 
 
 def leader() -> Leader:

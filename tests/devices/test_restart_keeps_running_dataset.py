@@ -6,7 +6,7 @@ import json
 
 import tango
 
-from icatcore.outbox import Channel, Kind
+from icat_servers.icatcore.outbox import Channel, Kind
 from tests.devices.conftest import MANAGER, META, Beamline
 from tests.devices.tango_session import wait_for
 

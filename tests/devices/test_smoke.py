@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.tango.metadata_manager import KEPT_COPIES, PRUNE_EVERY
+from icat_servers.adapters.tango.metadata_manager import KEPT_COPIES, PRUNE_EVERY
 from tests.devices.conftest import MANAGER, META, Beamline
 from tests.devices.tango_session import wait_for
 

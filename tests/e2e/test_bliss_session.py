@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import tango
 
-from icatcore.outbox import Channel, Kind
+from icat_servers.icatcore.outbox import Channel, Kind
 from tests.e2e.conftest import (
     BEAMLINE,
     MANAGER,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.stomp_sender import MESSAGE_ID_HEADER
+from icat_servers.adapters.stomp_sender import MESSAGE_ID_HEADER
 from tests.e2e_delivery.conftest import Beamline, unique_proposal, wait_delivered, wait_until
 from tests.services.activemq import ActiveMQ, drain, free_port
 

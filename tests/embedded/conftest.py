@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters import stack
-from adapters.embedded_db import EmbeddedDatabase
+from icat_servers.adapters import stack
+from icat_servers.adapters.embedded_db import EmbeddedDatabase
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.embedded_db import EmbeddedDatabase
+from icat_servers.adapters.embedded_db import EmbeddedDatabase
 from tests.embedded.conftest import (
     BIN,
     MANAGER,

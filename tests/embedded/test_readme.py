@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.embedded_db import EmbeddedDatabase
+from icat_servers.adapters.embedded_db import EmbeddedDatabase
 from tests.embedded.conftest import MANAGER, META, REPO, alive, environment, stop_everything
 
 README = REPO / "README.md"

@@ -104,7 +104,7 @@ def test_python_m_adapters_cli_help_works() -> None:
     import sys
 
     shown = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "--help"],
+        [sys.executable, "-m", "icat_servers.adapters.cli", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

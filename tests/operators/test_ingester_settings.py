@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from adapters.ingester import IngesterView, jolokia_url, period_from_environment
-from icatcore import config
-from icatcore.errors import ConfigurationError
+from icat_servers.adapters.ingester import IngesterView, jolokia_url, period_from_environment
+from icat_servers.icatcore import config
+from icat_servers.icatcore.errors import ConfigurationError
 
 BASE = {"beamlineID": ["id00"]}
 

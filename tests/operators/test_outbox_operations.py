@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from adapters.icatplus import SecretMask
-from adapters.operator_cli import write_export
-from adapters.outbox_store import OutboxStore, SetAside
-from adapters.tango.outbox_commands import as_sent, export_content, export_name, what
-from icatcore import elogbook, messages
-from icatcore.outbox import Channel, Kind, icat_message
-from icatcore.records import DatasetRecord
+from icat_servers.adapters.icatplus import SecretMask
+from icat_servers.adapters.operator_cli import write_export
+from icat_servers.adapters.outbox_store import OutboxStore, SetAside
+from icat_servers.adapters.tango.outbox_commands import as_sent, export_content, export_name, what
+from icat_servers.icatcore import elogbook, messages
+from icat_servers.icatcore.outbox import Channel, Kind, icat_message
+from icat_servers.icatcore.records import DatasetRecord
 from tests.delivery.helpers import logbook_message
 
 KEY = "elogbook-secret-key-0001"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.embedded_db import EmbeddedDatabase
-from adapters.operator_cli import DeviceStatus, line
+from icat_servers.adapters.embedded_db import EmbeddedDatabase
+from icat_servers.adapters.operator_cli import DeviceStatus, line
 from tests.e2e_delivery.conftest import wait_until
 from tests.operators.conftest import CLI, icat_servers
 from tests.services.activemq import ActiveMQ, free_port

@@ -57,4 +57,23 @@ def db(tango_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         "device_properties": {},
         "class_properties": {"MetaExperiment": {}, "MetadataManager": {}},
     }
-    yield database
+    yield PlainLists(database)
+
+
+class PlainLists:
+    """A Database whose property reads answer plain lists, as the tests compare them:
+    pytango before 10.3 answers StdStringVector values, which equal no list."""
+
+    def __init__(self, database: Any) -> None:
+        self._database = database
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
+
+    def get_class_property(self, name: str, props: Any) -> dict[str, list[str]]:
+        found = self._database.get_class_property(name, props)
+        return {key: list(values) for key, values in found.items()}
+
+    def get_device_property(self, name: str, props: Any) -> dict[str, list[str]]:
+        found = self._database.get_device_property(name, props)
+        return {key: list(values) for key, values in found.items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.registration import (
+from icat_servers.adapters.registration import (
     AddDevice,
     RegistrationError,
     SetProperty,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import tango
 
-from adapters import registration
-from adapters.cli import main
+from icat_servers.adapters import registration
+from icat_servers.adapters.cli import main
 from tests.registration.conftest import EXAMPLE, snapshot
 from tests.registration.test_plan import MALFORMED, SECRET
 

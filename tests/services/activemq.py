@@ -14,7 +14,7 @@ import time
 
 import stomp
 
-from adapters.activemq import ActiveMQ, free_port, port_accepts
+from icat_servers.adapters.activemq import ActiveMQ, free_port, port_accepts
 
 __all__ = ["ActiveMQ", "drain", "free_port", "port_accepts"]
 

@@ -56,8 +56,8 @@ from typing import Any
 import pytest
 import tango
 
-from adapters.outbox_store import OutboxStore
-from icatcore.outbox import Channel, Kind, OutboxMessage
+from icat_servers.adapters.outbox_store import OutboxStore
+from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 from tests.services.servers import Server
 from tests.services.servers import register as register_devices
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tango
 
-from adapters.processes import start_server
+from icat_servers.adapters.processes import start_server
 
 BIN = Path(sys.executable).parent
 

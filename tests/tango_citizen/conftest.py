@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.activemq import free_port
-from adapters.processes import start_server
+from icat_servers.adapters.activemq import free_port
+from icat_servers.adapters.processes import start_server
 
 BIN = Path(sys.executable).parent
 REFUSAL = "proposal unknown to this ICAT+"

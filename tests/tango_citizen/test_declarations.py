@@ -11,10 +11,10 @@ import pytest
 from tango import AttrQuality, EventType
 from tango.server import class_property, device_property
 
-from adapters.tango import health, logs, properties
-from adapters.tango.meta_experiment import MetaExperiment
-from adapters.tango.metadata_manager import MetadataManager
-from icatcore import config
+from icat_servers.adapters.tango import health, logs, properties
+from icat_servers.adapters.tango.meta_experiment import MetaExperiment
+from icat_servers.adapters.tango.metadata_manager import MetadataManager
+from icat_servers.icatcore import config
 
 REQUIRED: Mapping[str, dict[str, list[str]]] = {
     "MetaExperiment": {"beamlineID": ["id00"]},

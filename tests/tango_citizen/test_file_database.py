@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.activemq import free_port
+from icat_servers.adapters.activemq import free_port
 from tests.tango_citizen.conftest import Starter, file_database, wait_until
 
 pytestmark = pytest.mark.slow  # real processes: `-m "not slow"` skips them

@@ -12,7 +12,7 @@ import pytest
 import tango
 from tango import AttrQuality, EventType
 
-from adapters.tango.health import NAMES
+from icat_servers.adapters.tango.health import NAMES
 from tests.tango_citizen.conftest import REFUSAL, Process, Starter, file_database, wait_until
 
 pytestmark = pytest.mark.slow  # real processes: `-m "not slow"` skips them

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from adapters.activemq import free_port
+from icat_servers.adapters.activemq import free_port
 from tests.services.activemq import ActiveMQ
 from tests.services.servers import Server, register
 from tests.tango_citizen.conftest import REFUSAL, wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import tango
 
-from icatcore import config
+from icat_servers.icatcore import config
 from tests.tango_citizen.conftest import Starter
 
 pytestmark = pytest.mark.slow  # real processes: `-m "not slow"` skips them

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from statemachine.exceptions import TransitionNotAllowed
 
-from statecharts.broker_link import BASE_DELAY, MAX_DELAY, BrokerLink, backoff_delay
+from icat_servers.statecharts.broker_link import BASE_DELAY, MAX_DELAY, BrokerLink, backoff_delay
 
 A = ("broker-a", 61613)
 B = ("broker-b", 61614)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from icatcore.errors import InvalidInput
-from icatcore.records import Experiment
-from statecharts.effects import AnnounceInvestigation, PublishExperiment, Refused, RegisterDataset
-from statecharts.meta_experiment import MetaExperimentChart
-from statecharts.meta_experiment import Settings as MetaSettings
+from icat_servers.icatcore.errors import InvalidInput
+from icat_servers.icatcore.records import Experiment
+from icat_servers.statecharts.effects import (
+    AnnounceInvestigation,
+    PublishExperiment,
+    Refused,
+    RegisterDataset,
+)
+from icat_servers.statecharts.meta_experiment import MetaExperimentChart
+from icat_servers.statecharts.meta_experiment import Settings as MetaSettings
 from tests.session_model import PureSession, Rejected, Unreadable
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.secrets import ServerSecrets
-from icatcore import config
-from icatcore.config import BrokerAddress
-from icatcore.errors import ConfigurationError
-from icatcore.folders import data_folder
+from icat_servers.adapters.secrets import ServerSecrets
+from icat_servers.icatcore import config
+from icat_servers.icatcore.config import BrokerAddress
+from icat_servers.icatcore.errors import ConfigurationError
+from icat_servers.icatcore.folders import data_folder
 
 SECRET = "elogbook-s3cret-0123456789"
 PASSCODE = "broker-s3cret-pass"

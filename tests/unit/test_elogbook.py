@@ -16,15 +16,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from icatcore.elogbook import (
+from icat_servers.icatcore.elogbook import (
     Category,
     check_data_url,
     creation_date,
     image_message,
     notification_message,
 )
-from icatcore.errors import InvalidInput
-from icatcore.outbox import Channel, Kind, OutboxMessage
+from icat_servers.icatcore.errors import InvalidInput
+from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 
 BASE_URL = "http://icatplus.test:8000"
 API_KEY = "s3cr3t-key"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from icatcore import facility
+from icat_servers.icatcore import facility
 
 
 def test_the_installed_definitions_have_what_the_servers_use() -> None:

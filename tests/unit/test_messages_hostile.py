@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icatcore.errors import InvalidInput
-from icatcore.messages import dataset_xml, investigation_xml
-from icatcore.records import DatasetRecord, InvestigationRecord
+from icat_servers.icatcore.errors import InvalidInput
+from icat_servers.icatcore.messages import dataset_xml, investigation_xml
+from icat_servers.icatcore.records import DatasetRecord, InvestigationRecord
 
 NS = {"tns": "http://www.esrf.fr/icat"}
 START = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)

@@ -185,12 +185,18 @@ class StompSender(threading.Thread):
         return f"{host}:{port}"
 
     def _record_failure(self, text: str) -> None:
+        """Logged when the trouble changes, not at every retry (an outage would fill the
+        log with the same line)."""
         with self._status_lock:
+            repeated = text == self._last_error
             self._connected = False
             self._last_error = text
             if self._failing_since is None:
                 self._failing_since = time.time()
-        log.warning("%s", text)
+        if repeated:
+            log.debug("%s", text)
+        else:
+            log.warning("%s", text)
 
     def _try_connect(self) -> None:
         host, port = self.link.address

@@ -84,6 +84,12 @@ class HealthAttributes:
             self.health_watcher = None
         super().delete_device()  # type: ignore[misc]
 
+    def dev_state(self) -> tango.DevState:
+        """The state the device set: Tango's default would turn ON into ALARM while a
+        health attribute is past its alarm level, and the SPEC's states are what clients
+        wait for; the attribute quality carries the alarm (and an outage is no FAULT)."""
+        return self.get_state()  # type: ignore[attr-defined,no-any-return]
+
     def health(self) -> DeliveryHealth:
         outlet = getattr(self, "outlet", None)
         return outlet.health() if outlet is not None else CLOSED

@@ -54,7 +54,7 @@ def server(host: str, executable: str, instance: str, devices: list[str], state:
         instance,
         host,
         state / f"{executable}-{instance}.log",
-        [f"tango://{host}/{d}" for d in devices],
+        devices,
         {"ICAT_SERVERS_STATE": str(state), "ICAT_SERVERS_INGESTER_PERIOD": "0.5"},
     )
 

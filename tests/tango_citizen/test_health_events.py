@@ -146,6 +146,7 @@ def test_waiting_messages_raise_the_age_quality_with_few_events(
     # subscription, first push, WARNING, ALARM: not one per second (abs_change is 10 s)
     assert len(ages) <= 5, ages
     assert meta.read_attribute("oldestUndeliveredAge").quality == AttrQuality.ATTR_ALARM
+    assert meta.state() == tango.DevState.ON, "an outage is not a state: clients wait for ON"
     assert not events.errors
 
 

@@ -491,6 +491,7 @@ class MetadataManager(  # type: ignore[misc]
         try:
             self.outlet.put(message, journal=journal or {})
             self.delivery_line = self.health().status_line(time.time())
+            self.publish()
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"
             common.fail("ICAT_Outbox", f"{self.storage_problem}. Nothing was accepted.", "store")

@@ -291,11 +291,10 @@ class StompSender(threading.Thread):
         try:
             context.wrap_socket(sock, server_hostname=host).close()
         except ssl.SSLCertVerificationError as error:
-            reason = error.verify_message or error.reason or "not trusted"
-            where_ca = f"queueCAFile {self.ca_file}" if self.ca_file else "the system's CAs"
+            reason = (error.verify_message or error.reason or "not trusted").rstrip(".")
+            where_ca = f"CA file {self.ca_file}" if self.ca_file else "the system's CAs"
             return (
-                f"broker {where}: TLS certificate refused ({reason}, checked against "
-                f"{where_ca}): check queueCAFile"
+                f"broker {where}: TLS certificate refused ({reason}; {where_ca}): check queueCAFile"
             )
         except ssl.SSLError as error:
             reason = error.reason or type(error).__name__

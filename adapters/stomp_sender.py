@@ -300,7 +300,10 @@ class StompSender(threading.Thread):
             reason = error.reason or type(error).__name__
             return f"broker {where}: TLS handshake failed ({reason}): is it an ssl:// port?"
         except TimeoutError:
-            return f"broker {where}: no TLS handshake within {self.connect_timeout:g} s"
+            return (
+                f"broker {where}: no TLS handshake within {self.connect_timeout:g} s: "
+                "is it an ssl:// port?"
+            )
         except OSError as error:
             reason = error.strerror or type(error).__name__
             return f"broker {where}: TLS handshake failed ({reason}): is it an ssl:// port?"

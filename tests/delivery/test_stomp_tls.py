@@ -202,3 +202,29 @@ def test_certificate_for_another_host_name_is_refused(
     assert "127.0.0.1" in error.partition("(")[2]  # the host name the certificate lacks
     assert error.endswith("check queueCAFile")
     assert waiting == 1
+
+
+@pytest.mark.slow
+def test_an_ssl_entry_naming_a_plain_stomp_port_is_explained(
+    tls_broker: ActiveMQ, certificates: tuple[TestCA, TestCA, Path], tmp_path: Path
+) -> None:
+    ca, _, _ = certificates
+    store = OutboxStore(tmp_path)
+    plain_as_tls = f"ssl://127.0.0.1:{tls_broker.port}"
+    delivery = Delivery(
+        store, tls_settings(plain_as_tls, queue=unique_queue(), ca_file=ca.cert), None
+    )
+    delivery.put(icat_message())
+    delivery.start()
+    try:
+        wait_until(lambda: delivery.health().broker_error is not None, 20, "the failure")
+        error = delivery.health().broker_error
+        waiting = store.count(Channel.ICAT)
+    finally:
+        delivery.close()
+    assert error is not None
+    # ActiveMQ's plain STOMP connector waits for a frame; the handshake times out.
+    assert error == (
+        f"broker 127.0.0.1:{tls_broker.port}: no TLS handshake within 5 s: is it an ssl:// port?"
+    )
+    assert waiting == 1

@@ -28,11 +28,18 @@ class StompSettings:
     login: str = ""
     passcode: str = field(default="", repr=False)
     heartbeat_ms: int = 5000
+    ca_file: str = ""
+    """`queueCAFile` for `ssl://` brokers; "" = the system's CAs."""
 
     @classmethod
     def of(cls, settings: config.Delivery, *, heartbeat_ms: int = 5000) -> StompSettings:
         return cls(
-            settings.brokers, settings.queue, settings.login, settings.passcode, heartbeat_ms
+            settings.brokers,
+            settings.queue,
+            settings.login,
+            settings.passcode,
+            heartbeat_ms,
+            settings.ca_file,
         )
 
     @property
@@ -170,6 +177,7 @@ class Delivery:
                 login=s.login,
                 passcode=s.passcode,
                 heartbeat_ms=s.heartbeat_ms,
+                ca_file=s.ca_file,
             )
         if self.icatplus_settings is not None:
             self.icatplus_sender = IcatPlusSender(

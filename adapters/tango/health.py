@@ -24,9 +24,8 @@ import tango
 from tango import AttrQuality, EventType
 from tango.server import attribute
 
-from adapters.delivery import DeliveryHealth
+from adapters.delivery import CLOSED, DeliveryHealth
 from adapters.tango.common import log
-from adapters.tango.outlet import CLOSED
 
 PERIOD_S = 1.0
 NAMES = (

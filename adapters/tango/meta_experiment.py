@@ -8,13 +8,13 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, run
 
+from adapters.delivery import Delivery, reopened
 from adapters.outbox_store import OutboxUnavailable
 from adapters.secrets import SERVER_SECRETS
 from adapters.tango import common, logs, properties
 from adapters.tango.health import HealthAttributes
 from adapters.tango.link import Followers
 from adapters.tango.outbox_commands import OutboxCommands
-from adapters.tango.outlet import Outlet, reopened
 from adapters.tango.watcher import Watcher
 from icatcore import config, facility, messages
 from icatcore.errors import ConfigurationError
@@ -42,7 +42,7 @@ class MetaExperiment(  # type: ignore[misc]
         super().init_device()
         if not hasattr(self, "chart"):
             self.audience = Followers(self.get_name())
-            self.outlet: Outlet | None = None
+            self.outlet: Delivery | None = None
             self.shown: tuple[object, ...] = ()
             self.notes: tuple[str, ...] = ()
             self.watcher = Watcher(self, self.refresh)

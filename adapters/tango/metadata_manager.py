@@ -17,7 +17,7 @@ import tango
 from tango import AttrWriteType, DevState, EventType
 from tango.server import Device, attribute, command, run
 
-from adapters.delivery import DeliveryHealth
+from adapters.delivery import CLOSED, Delivery, DeliveryHealth, reopened
 from adapters.outbox_store import OutboxUnavailable
 from adapters.secrets import SERVER_SECRETS
 from adapters.tango import common, logs, properties
@@ -25,7 +25,6 @@ from adapters.tango.health import HealthAttributes
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
 from adapters.tango.outbox_commands import OutboxCommands
-from adapters.tango.outlet import CLOSED, Outlet, reopened
 from adapters.tango.watcher import Watcher
 from icatcore import config, elogbook, facility, messages
 from icatcore.definitions import parse_parameters
@@ -82,7 +81,7 @@ class MetadataManager(  # type: ignore[misc]
             self.reconfigure()
 
     def start_up(self) -> None:
-        self.outlet: Outlet | None = None
+        self.outlet: Delivery | None = None
         self.leader: Leader | None = None
         self.watcher = Watcher(self, self.refresh)
         self.delivery_seen: tuple[int, str] | tuple[()] = ()

@@ -10,14 +10,12 @@ from tango.server import Device, attribute, command, run
 
 from adapters.delivery import Delivery, reopened
 from adapters.outbox_store import OutboxUnavailable
-from adapters.secrets import SERVER_SECRETS
-from adapters.tango import common, logs, properties
+from adapters.tango import common, properties
 from adapters.tango.health import HealthAttributes
 from adapters.tango.link import Followers
 from adapters.tango.outbox_commands import OutboxCommands
 from adapters.tango.watcher import Watcher
-from icatcore import config, facility, messages
-from icatcore.errors import ConfigurationError
+from icatcore import config, messages
 from icatcore.outbox import Kind, icat_message
 from icatcore.records import Experiment
 from statecharts.effects import AnnounceInvestigation, Effect, PublishExperiment
@@ -67,19 +65,9 @@ class MetaExperiment(  # type: ignore[misc]
 
     def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open the outbox; the problem, if any, in words."""
-        try:
-            settings = config.meta_experiment(common.properties(self), secrets=SERVER_SECRETS)
-        except ConfigurationError as error:
-            self.notes = ()
-            return None, str(error)
-        logs.hide((settings.delivery.api_key, settings.delivery.passcode))
-        self.notes = tuple(
-            line
-            for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
-            if line
-        )
-        if facility.problem():
-            return None, facility.problem()
+        settings, problem, self.notes = common.read_configuration(self, config.meta_experiment)
+        if settings is None:
+            return None, problem
         directory = common.state_directory(settings.outbox_directory, self.get_name())
         try:
             self.outlet = reopened(self.outlet, directory, settings.delivery)

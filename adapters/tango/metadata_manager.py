@@ -19,16 +19,14 @@ from tango.server import Device, attribute, command, run
 
 from adapters.delivery import CLOSED, Delivery, DeliveryHealth, reopened
 from adapters.outbox_store import OutboxUnavailable
-from adapters.secrets import SERVER_SECRETS
-from adapters.tango import common, logs, properties
+from adapters.tango import common, properties
 from adapters.tango.health import HealthAttributes
 from adapters.tango.housekeeping import Housekeeper
 from adapters.tango.link import Leader
 from adapters.tango.outbox_commands import OutboxCommands
 from adapters.tango.watcher import Watcher
-from icatcore import config, elogbook, facility, messages
+from icatcore import config, elogbook, messages
 from icatcore.definitions import parse_parameters
-from icatcore.errors import ConfigurationError
 from icatcore.outbox import Kind, icat_message
 from statecharts.effects import (
     Effect,
@@ -153,19 +151,9 @@ class MetadataManager(  # type: ignore[misc]
 
     def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open what they name; the problem, if any, in words."""
-        try:
-            settings = config.metadata_manager(common.properties(self), secrets=SERVER_SECRETS)
-        except ConfigurationError as error:
-            self.notes = ()
-            return None, str(error)
-        logs.hide((settings.delivery.api_key, settings.delivery.passcode))
-        self.notes = tuple(
-            line
-            for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
-            if line
-        )
-        if facility.problem():
-            return None, facility.problem()
+        settings, problem, self.notes = common.read_configuration(self, config.metadata_manager)
+        if settings is None:
+            return None, problem
         self.settings = settings
         self.add_parameter_attributes(settings.parameters)
         directory = common.state_directory(settings.outbox_directory, self.get_name())

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ACTIVEMQ_HOME = Path(os.environ.get("ACTIVEMQ_HOME", "/usr/share/activemq"))
@@ -37,12 +38,23 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-class ActiveMQ:
-    """One broker process with its data directory under `workdir`."""
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """A STOMP-over-TLS connector: the broker's key and certificate in a PKCS12 keystore."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    port: int
+    keystore: Path
+    keystore_password: str = field(repr=False)
+
+
+class ActiveMQ:
+    """One broker process with its data directory under `workdir`; with `tls`, also a
+    `stomp+ssl` connector on `tls.port`."""
+
+    def __init__(self, workdir: Path, port: int, tls: BrokerTls | None = None) -> None:
         self.workdir = Path(workdir)
         self.port = port
+        self.tls = tls
         self.host = "127.0.0.1"
         self.process: subprocess.Popen[bytes] | None = None
         self.conf_dir = self.workdir / "conf"
@@ -53,6 +65,28 @@ class ActiveMQ:
     def url(self) -> str:
         """The address as a `queueURLs` entry."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def ssl_url(self) -> str:
+        """The TLS address as a `queueURLs` entry."""
+        if self.tls is None:
+            raise RuntimeError("this broker was started without TLS")
+        return f"ssl://{self.host}:{self.tls.port}"
+
+    def _ssl_parts(self) -> tuple[str, str]:
+        """The `<sslContext>` and the `stomp+ssl` connector, or two empty strings."""
+        if self.tls is None:
+            return "", ""
+        context = (
+            "<sslContext><sslContext "
+            f'keyStore="file:{self.tls.keystore}" '
+            f'keyStorePassword="{self.tls.keystore_password}" keyStoreType="pkcs12"/>'
+            "</sslContext>"
+        )
+        connector = (
+            f'<transportConnector name="stomp+ssl" uri="stomp+ssl://127.0.0.1:{self.tls.port}"/>'
+        )
+        return context, connector
 
     def _command(self) -> list[str]:
         java = shutil.which("java")
@@ -89,8 +123,11 @@ class ActiveMQ:
             raise RuntimeError(f"port {self.port} is already taken by another process")
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        ssl_context, ssl_connector = self._ssl_parts()
         config = (
             TEMPLATE.read_text()
+            .replace("<!--@SSL_CONTEXT@-->", ssl_context)
+            .replace("<!--@SSL_CONNECTOR@-->", ssl_connector)
             .replace("@PORT@", str(self.port))
             .replace("@DATA_DIR@", str(self.data_dir))
         )
@@ -105,7 +142,8 @@ class ActiveMQ:
                 start_new_session=detach,
             )
         deadline = time.monotonic() + START_TIMEOUT
-        while not port_accepts(self.port):
+        ports = [self.port] + ([self.tls.port] if self.tls is not None else [])
+        while not all(port_accepts(port) for port in ports):
             if self.process.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(

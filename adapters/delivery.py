@@ -9,10 +9,12 @@ a beamline scientist understands. Nothing it says contains a secret.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from icat_servers.adapters.icatplus import IcatPlusSender
-from icat_servers.adapters.outbox_store import Journal, OutboxStore
+from icat_servers.adapters.outbox_store import OutboxStore
 from icat_servers.adapters.stomp_sender import StompSender
 from icat_servers.icatcore import config
 from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
@@ -28,11 +30,18 @@ class StompSettings:
     login: str = ""
     passcode: str = field(default="", repr=False)
     heartbeat_ms: int = 5000
+    ca_file: str = ""
+    """`queueCAFile` for `ssl://` brokers; "" = the system's CAs."""
 
     @classmethod
     def of(cls, settings: config.Delivery, *, heartbeat_ms: int = 5000) -> StompSettings:
         return cls(
-            settings.brokers, settings.queue, settings.login, settings.passcode, heartbeat_ms
+            settings.brokers,
+            settings.queue,
+            settings.login,
+            settings.passcode,
+            heartbeat_ms,
+            settings.ca_file,
         )
 
     @property
@@ -170,11 +179,14 @@ class Delivery:
                 login=s.login,
                 passcode=s.passcode,
                 heartbeat_ms=s.heartbeat_ms,
+                ca_file=s.ca_file,
             )
         if self.icatplus_settings is not None:
             self.icatplus_sender = IcatPlusSender(
                 store, self.icatplus_settings.base_url, self.icatplus_settings.api_key
             )
+        self.settings = config.Delivery()
+        """The configuration it was opened with (`opened`), to know when to reopen."""
         self._started = False
         self._closed = False
 
@@ -187,14 +199,53 @@ class Delivery:
             if sender is not None:
                 sender.start()
 
-    def put(self, msg: OutboxMessage, *, journal: Journal | None = None) -> None:
-        """Store durably (raises OutboxUnavailable if it cannot), then wake its sender."""
-        self.store.put(msg, journal=journal)
+    @classmethod
+    def opened(cls, directory: Path, settings: config.Delivery) -> Delivery:
+        """A device's way out, from its configuration: the outbox in `directory` and the
+        senders `settings` name, delivering. Raises OutboxUnavailable."""
+        delivery = cls(
+            OutboxStore(directory),
+            StompSettings.of(settings),
+            IcatPlusSettings(settings.icatplus_server, settings.api_key),
+        )
+        delivery.settings = settings
+        delivery.start()
+        return delivery
+
+    @property
+    def queue(self) -> str:
+        return self.settings.queue
+
+    def put(self, msg: OutboxMessage, *, journal: Mapping[str, str | None] | None = None) -> None:
+        """Store durably (raises OutboxUnavailable if it cannot), then wake its sender.
+
+        `journal` entries (work in progress, see `note`) are written in the same
+        transaction."""
+        self.store.put(msg, journal=_encoded(journal or {}))
         if msg.channel is Channel.ICAT:
             if self.stomp_sender is not None:
                 self.stomp_sender.wake()
         elif self.icatplus_sender is not None:
             self.icatplus_sender.wake()
+
+    def note(
+        self, journal: Mapping[str, str | None], appended: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """Keep work in progress for a restart (a running dataset): None forgets a key."""
+        self.store.note(
+            _encoded(journal),
+            {key: [item.encode() for item in items] for key, items in (appended or {}).items()},
+        )
+
+    def recall(self, key: str) -> str | None:
+        value = self.store.recall(key)
+        return None if value is None else value.decode()
+
+    def recall_items(self, key: str) -> list[str]:
+        return [item.decode() for item in self.store.recall_items(key)]
+
+    def status_line(self) -> str:
+        return self.health().status_line(time.time())
 
     def health(self) -> DeliveryHealth:
         store = self.store
@@ -231,3 +282,32 @@ class Delivery:
             if sender is not None:
                 sender.stop()
         self.store.close()
+
+
+CLOSED = DeliveryHealth(
+    undelivered=0,
+    undelivered_datasets=0,
+    oldest_created=None,
+    last_error="the outbox is not open: see Status",
+    broker_connected=False,
+    set_aside=0,
+    icat_enabled=False,
+    icatplus_enabled=False,
+)
+"""What a device without an outbox shows: nothing waits, nothing is delivered."""
+
+
+def reopened(delivery: Delivery | None, directory: Path, settings: config.Delivery) -> Delivery:
+    """The device's delivery for these settings: the same one, or a new one if they changed.
+
+    Raises OutboxUnavailable when the outbox cannot be opened.
+    """
+    if delivery is not None and delivery.settings == settings:
+        return delivery
+    if delivery is not None:
+        delivery.close()
+    return Delivery.opened(directory, settings)
+
+
+def _encoded(journal: Mapping[str, str | None]) -> dict[str, bytes | None]:
+    return {key: None if value is None else value.encode() for key, value in journal.items()}

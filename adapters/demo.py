@@ -24,7 +24,7 @@ from typing import Any
 import tango
 import yaml
 
-from icat_servers.adapters import stack
+from icat_servers.adapters import operator_cli, stack
 from icat_servers.adapters.activemq import free_port
 from icat_servers.adapters.embedded_db import default_state_dir
 
@@ -194,6 +194,13 @@ def run(keep: bool = False) -> int:
         print(f"\nWhere the datasets went: the broker's {queue_name} on localhost:{broker_port}")
         for headers, body in browse(broker_port, queue_name):
             print(f"  {headers.get('icat-message-id', '?')[:12]}  {summary(body)}")
+        print(f"\n$ icat-servers status    # with TANGO_HOST={tango_host}")
+        operator_cli.show_status(
+            operator_cli.status_round(tango_host),
+            as_json=False,
+            colours=sys.stdout.isatty(),
+            out=sys.stdout,
+        )
     finally:
         print("\nstopping the demo's stack:")
         stack.down(state_dir=root)

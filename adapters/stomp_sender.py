@@ -16,6 +16,7 @@ import contextlib
 import logging
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -101,10 +102,15 @@ class StompSender(threading.Thread):
         connect_timeout: float = 5.0,
         receipt_timeout: float = 30.0,
         idle_poll: float = 1.0,
+        ca_file: str = "",
     ) -> None:
         super().__init__(name="stomp-sender", daemon=True)
         self.store = store
         self.addresses = [(broker.host, broker.port) for broker in brokers]
+        self.tls = {(broker.host, broker.port) for broker in brokers if broker.tls}
+        """The addresses reached over TLS (`ssl://` entries of queueURLs)."""
+        self.ca_file = ca_file
+        """`queueCAFile`; "" = the system's default CAs."""
         self.destination = destination
         """As icatcore.config normalised it, e.g. `/queue/icatIngest`."""
         self._login = login or None
@@ -204,8 +210,9 @@ class StompSender(threading.Thread):
         log.debug("connecting to broker %s", where)
         # A plain TCP probe first: stomp.py swallows the reason a socket failed, and the
         # reason ("refused", "timed out") is what a scientist needs to read in Status.
+        tls = (host, port) in self.tls
         try:
-            socket.create_connection((host, port), timeout=self.connect_timeout).close()
+            probe = socket.create_connection((host, port), timeout=self.connect_timeout)
         except ConnectionRefusedError:
             self._connect_failed(f"broker {where} refused the connection")
             return
@@ -215,6 +222,13 @@ class StompSender(threading.Thread):
         except OSError as error:
             reason = error.strerror or type(error).__name__
             self._connect_failed(f"cannot reach broker {where}: {reason}")
+            return
+        with probe:
+            # The same for TLS: stomp.py would only say "connect failed", not that the
+            # broker's certificate was refused, which the operator can mend.
+            refused = self._tls_handshake(probe, host, where) if tls else None
+        if refused is not None:
+            self._connect_failed(refused)
             return
 
         events: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
@@ -230,6 +244,9 @@ class StompSender(threading.Thread):
             # pyicat-plus (stompest) client the ICAT ingester is used to.
             auto_content_length=False,
         )
+        if tls:
+            # PROTOCOL_TLS_CLIENT (stomp.py's default): certificate and host name checked.
+            conn.set_ssl(for_hosts=[(host, port)], ca_certs=self.ca_file or None, verify=True)
         conn.set_listener("outbox", listener)
         try:
             conn.connect(self._login, self._passcode, wait=False)
@@ -262,6 +279,35 @@ class StompSender(threading.Thread):
             self._failing_since = None
         self.link.connection_succeeded()
         log.info("connected to broker %s, sending to %s", where, self.destination)
+
+    def _tls_handshake(self, sock: socket.socket, host: str, where: str) -> str | None:
+        """A TLS handshake on the probe socket, as stomp.py will do it; None if it worked,
+        else what to tell the operator."""
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as error:
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            return f"property queueCAFile: cannot read {self.ca_file} ({reason})"
+        try:
+            context.wrap_socket(sock, server_hostname=host).close()
+        except ssl.SSLCertVerificationError as error:
+            reason = (error.verify_message or error.reason or "not trusted").rstrip(".")
+            where_ca = f"CA file {self.ca_file}" if self.ca_file else "the system's CAs"
+            return (
+                f"broker {where}: TLS certificate refused ({reason}; {where_ca}): check queueCAFile"
+            )
+        except ssl.SSLError as error:
+            reason = error.reason or type(error).__name__
+            return f"broker {where}: TLS handshake failed ({reason}): is it an ssl:// port?"
+        except TimeoutError:
+            return (
+                f"broker {where}: no TLS handshake within {self.connect_timeout:g} s: "
+                "is it an ssl:// port?"
+            )
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            return f"broker {where}: TLS handshake failed ({reason}): is it an ssl:// port?"
+        return None
 
     def _connect_failed(self, text: str) -> None:
         self._record_failure(text)

@@ -39,6 +39,7 @@ _BROKER = frozenset(
         "queueLogin",
         "queuePasscode",
         "queuePasscodeFile",
+        "queueCAFile",
         "jolokiaPort",
         "ingesterGraceTime",
     }
@@ -109,6 +110,7 @@ DEVICE = re.compile(r"^[A-Za-z0-9_.+\-]+/[A-Za-z0-9_.+\-]+/[A-Za-z0-9_.+\-]+$")
 URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 HOST = re.compile(r"^[A-Za-z0-9_.\-:%]+$")
 _SCHEMES = ("tcp://", "stomp://")
+_TLS_SCHEMES = ("ssl://", "stomp+ssl://")
 
 
 class SecretSource(Protocol):
@@ -128,9 +130,11 @@ class SecretSource(Protocol):
 class BrokerAddress:
     host: str
     port: int
+    tls: bool = False
+    """`ssl://host:port`: STOMP over TLS, the broker's certificate and host name checked."""
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"ssl://{self.host}:{self.port}" if self.tls else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,8 @@ class Delivery:
     icatplus_server: str = ""
     api_key: str = field(default="", repr=False)
     api_key_source: str = ""
+    ca_file: str = ""
+    """`queueCAFile`: CA certificates (PEM) for `ssl://` brokers; "" = the system's CAs."""
     jolokia_port: int = 0
     ingester_grace_time: float = 120.0
     """`ingesterGraceTime`: seconds a confirmed message may stay in the queue unwarned."""
@@ -245,11 +251,15 @@ def device_name(text: str, what: str) -> str:
 
 
 def broker_address(text: str) -> BrokerAddress:
-    """One `queueURLs` entry: `host:port` or `host` (port 61613); `tcp://` is tolerated."""
+    """One `queueURLs` entry: `host:port` or `host` (port 61613); `tcp://` is tolerated;
+    `ssl://host:port` (or `stomp+ssl://`) means TLS with certificate verification."""
     bare = text
-    for scheme in _SCHEMES:
+    tls = False
+    for scheme in _SCHEMES + _TLS_SCHEMES:
         if bare.lower().startswith(scheme):
             bare = bare[len(scheme) :]
+            tls = scheme in _TLS_SCHEMES
+            break
     if bare.startswith("["):  # [v6::address]:port
         host, _, rest = bare[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ("" if not rest else "bad")
@@ -264,9 +274,10 @@ def broker_address(text: str) -> BrokerAddress:
         or (port and not 0 < int(port) < 65536)
     ):
         raise ConfigurationError(
-            f"property queueURLs entry {text!r} is not host:port: write e.g. localhost:61613"
+            f"property queueURLs entry {text!r} is not host:port: write e.g. localhost:61613 "
+            "(or ssl://broker.example.org:61614 for TLS)"
         )
-    return BrokerAddress(host, int(port) if port else DEFAULT_STOMP_PORT)
+    return BrokerAddress(host, int(port) if port else DEFAULT_STOMP_PORT, tls)
 
 
 def queue_name(text: str) -> str:
@@ -339,6 +350,12 @@ def delivery(
         raise ConfigurationError(
             f"property ingesterGraceTime {grace!r} is not a number of seconds: write e.g. 120"
         )
+    ca_file = _single(properties, "queueCAFile")
+    if ca_file and not ca_file.startswith("/"):
+        raise ConfigurationError(
+            f"property queueCAFile {ca_file!r} is not an absolute path: write e.g. "
+            "/etc/icat-servers/broker-ca.pem"
+        )
     server = _single(properties, "icatplus_server") if icatplus else ""
     if server and not URL.match(server):
         raise ConfigurationError(
@@ -358,6 +375,7 @@ def delivery(
         icatplus_server=server.rstrip("/"),
         api_key=api_key,
         api_key_source=api_key_source,
+        ca_file=ca_file,
         jolokia_port=int(jolokia),
         ingester_grace_time=grace_time,
     )

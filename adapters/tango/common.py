@@ -7,7 +7,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +15,10 @@ from typing import Any, NoReturn, TypeVar
 
 import tango
 
+from icat_servers.adapters.secrets import SERVER_SECRETS
 from icat_servers.adapters.tango import logs
 from icat_servers.adapters.tango import properties as tango_properties
+from icat_servers.icatcore import config, facility
 from icat_servers.icatcore.errors import ConfigurationError, InvalidInput
 from icat_servers.statecharts.effects import Refused
 
@@ -53,6 +55,28 @@ def properties(device: tango.server.Device) -> dict[str, list[str]]:
         "configuration read: %s", tango_properties.shown(found), extra={"device": device.get_name()}
     )
     return found
+
+
+Configuration = TypeVar("Configuration", config.MetaExperimentConfig, config.MetadataManagerConfig)
+
+
+def read_configuration(
+    device: tango.server.Device, reader: Callable[..., Configuration]
+) -> tuple[Configuration | None, str, tuple[str, ...]]:
+    """The device's properties through its reader in icatcore.config: the settings, or
+    None and the problem in words; and the Status lines on the configuration (properties
+    set but not used, where each secret comes from). Secrets are masked in later logs."""
+    try:
+        settings = reader(properties(device), secrets=SERVER_SECRETS)
+    except ConfigurationError as error:
+        return None, str(error), ()
+    delivery: config.Delivery = settings.delivery
+    logs.hide((delivery.api_key, delivery.passcode))
+    lines = (config.unused_line(settings), *config.secret_lines(delivery))
+    notes = tuple(line for line in lines if line)
+    if facility.problem():
+        return None, facility.problem(), notes
+    return settings, "", notes
 
 
 def state_directory(configured: str, device_name: str) -> Path:

@@ -24,9 +24,8 @@ import tango
 from tango import AttrQuality, EventType
 from tango.server import attribute
 
-from icat_servers.adapters.delivery import DeliveryHealth
+from icat_servers.adapters.delivery import CLOSED, DeliveryHealth
 from icat_servers.adapters.tango.common import log
-from icat_servers.adapters.tango.outlet import CLOSED
 
 PERIOD_S = 1.0
 NAMES = (

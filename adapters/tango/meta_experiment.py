@@ -8,16 +8,14 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, run
 
+from icat_servers.adapters.delivery import Delivery, reopened
 from icat_servers.adapters.outbox_store import OutboxUnavailable
-from icat_servers.adapters.secrets import SERVER_SECRETS
-from icat_servers.adapters.tango import common, logs, properties
+from icat_servers.adapters.tango import common, properties
 from icat_servers.adapters.tango.health import HealthAttributes
 from icat_servers.adapters.tango.link import Followers
 from icat_servers.adapters.tango.outbox_commands import OutboxCommands
-from icat_servers.adapters.tango.outlet import Outlet, reopened
 from icat_servers.adapters.tango.watcher import Watcher
-from icat_servers.icatcore import config, facility, messages
-from icat_servers.icatcore.errors import ConfigurationError
+from icat_servers.icatcore import config, messages
 from icat_servers.icatcore.outbox import Kind, icat_message
 from icat_servers.icatcore.records import Experiment
 from icat_servers.statecharts.effects import AnnounceInvestigation, Effect, PublishExperiment
@@ -42,7 +40,7 @@ class MetaExperiment(  # type: ignore[misc]
         super().init_device()
         if not hasattr(self, "chart"):
             self.audience = Followers(self.get_name())
-            self.outlet: Outlet | None = None
+            self.outlet: Delivery | None = None
             self.shown: tuple[object, ...] = ()
             self.notes: tuple[str, ...] = ()
             self.watcher = Watcher(self, self.refresh)
@@ -67,19 +65,9 @@ class MetaExperiment(  # type: ignore[misc]
 
     def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open the outbox; the problem, if any, in words."""
-        try:
-            settings = config.meta_experiment(common.properties(self), secrets=SERVER_SECRETS)
-        except ConfigurationError as error:
-            self.notes = ()
-            return None, str(error)
-        logs.hide((settings.delivery.api_key, settings.delivery.passcode))
-        self.notes = tuple(
-            line
-            for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
-            if line
-        )
-        if facility.problem():
-            return None, facility.problem()
+        settings, problem, self.notes = common.read_configuration(self, config.meta_experiment)
+        if settings is None:
+            return None, problem
         directory = common.state_directory(settings.outbox_directory, self.get_name())
         try:
             self.outlet = reopened(self.outlet, directory, settings.delivery)

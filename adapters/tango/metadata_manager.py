@@ -17,19 +17,16 @@ import tango
 from tango import AttrWriteType, DevState, EventType
 from tango.server import Device, attribute, command, run
 
-from icat_servers.adapters.delivery import DeliveryHealth
+from icat_servers.adapters.delivery import CLOSED, Delivery, DeliveryHealth, reopened
 from icat_servers.adapters.outbox_store import OutboxUnavailable
-from icat_servers.adapters.secrets import SERVER_SECRETS
-from icat_servers.adapters.tango import common, logs, properties
+from icat_servers.adapters.tango import common, properties
 from icat_servers.adapters.tango.health import HealthAttributes
 from icat_servers.adapters.tango.housekeeping import Housekeeper
 from icat_servers.adapters.tango.link import Leader
 from icat_servers.adapters.tango.outbox_commands import OutboxCommands
-from icat_servers.adapters.tango.outlet import CLOSED, Outlet, reopened
 from icat_servers.adapters.tango.watcher import Watcher
-from icat_servers.icatcore import config, elogbook, facility, messages
+from icat_servers.icatcore import config, elogbook, messages
 from icat_servers.icatcore.definitions import parse_parameters
-from icat_servers.icatcore.errors import ConfigurationError
 from icat_servers.icatcore.outbox import Kind, icat_message
 from icat_servers.statecharts.effects import (
     Effect,
@@ -82,7 +79,7 @@ class MetadataManager(  # type: ignore[misc]
             self.reconfigure()
 
     def start_up(self) -> None:
-        self.outlet: Outlet | None = None
+        self.outlet: Delivery | None = None
         self.leader: Leader | None = None
         self.watcher = Watcher(self, self.refresh)
         self.delivery_seen: tuple[int, str] | tuple[()] = ()
@@ -154,19 +151,9 @@ class MetadataManager(  # type: ignore[misc]
 
     def configure(self) -> tuple[Settings | None, str]:
         """Read the properties and open what they name; the problem, if any, in words."""
-        try:
-            settings = config.metadata_manager(common.properties(self), secrets=SERVER_SECRETS)
-        except ConfigurationError as error:
-            self.notes = ()
-            return None, str(error)
-        logs.hide((settings.delivery.api_key, settings.delivery.passcode))
-        self.notes = tuple(
-            line
-            for line in (config.unused_line(settings), *config.secret_lines(settings.delivery))
-            if line
-        )
-        if facility.problem():
-            return None, facility.problem()
+        settings, problem, self.notes = common.read_configuration(self, config.metadata_manager)
+        if settings is None:
+            return None, problem
         self.settings = settings
         self.add_parameter_attributes(settings.parameters)
         directory = common.state_directory(settings.outbox_directory, self.get_name())
@@ -491,6 +478,7 @@ class MetadataManager(  # type: ignore[misc]
         try:
             self.outlet.put(message, journal=journal or {})
             self.delivery_line = self.health().status_line(time.time())
+            self.publish()
         except OutboxUnavailable as error:
             self.storage_problem = f"the outbox cannot keep messages: {error}"
             common.fail("ICAT_Outbox", f"{self.storage_problem}. Nothing was accepted.", "store")

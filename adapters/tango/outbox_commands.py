@@ -26,10 +26,10 @@ import tango
 from tango.server import attribute, command
 
 from icat_servers.adapters import ingester
+from icat_servers.adapters.delivery import Delivery
 from icat_servers.adapters.icatplus import SecretMask
 from icat_servers.adapters.outbox_store import OutboxStore, OutboxUnavailable, SetAside
 from icat_servers.adapters.tango import common
-from icat_servers.adapters.tango.outlet import Outlet
 from icat_servers.icatcore.outbox import Channel, Kind, OutboxMessage
 
 TNS = "{http://www.esrf.fr/icat}"
@@ -140,9 +140,9 @@ def messages_in_order(store: OutboxStore) -> list[tuple[OutboxMessage, SetAside 
 class OutboxCommands:
     """Outbox commands, the ingester watch and its attributes, for either device."""
 
-    def outbox_outlet(self) -> Outlet | None:
+    def outbox_outlet(self) -> Delivery | None:
         """The device's outlet (outbox and senders), None when the outbox is not open."""
-        outlet: Outlet | None = getattr(self, "outlet", None)
+        outlet: Delivery | None = getattr(self, "outlet", None)
         return outlet
 
     def outbox_store(self) -> OutboxStore:
@@ -154,7 +154,7 @@ class OutboxCommands:
                 "then call Reset",
                 "Outbox",
             )
-        return outlet.delivery.store
+        return outlet.store
 
     def outbox_mask(self) -> SecretMask:
         outlet = self.outbox_outlet()
@@ -237,7 +237,7 @@ class OutboxCommands:
                 )
             outlet = self.outbox_outlet()
             if outlet is not None:
-                for sender in (outlet.delivery.stomp_sender, outlet.delivery.icatplus_sender):
+                for sender in (outlet.stomp_sender, outlet.icatplus_sender):
                     if sender is not None:
                         sender.wake()
             return json.dumps({"resent": moved})
@@ -333,14 +333,14 @@ class OutboxCommands:
     def ingester_watch(self) -> ingester.IngesterWatch | None:
         """The watch of the current outlet's queue; a new outlet gets a new watch."""
         outlet = self.outbox_outlet()
-        current: tuple[Outlet, ingester.IngesterWatch] | None = getattr(
+        current: tuple[Delivery, ingester.IngesterWatch] | None = getattr(
             self, "_ingester_watch", None
         )
         if current is not None and current[0] is outlet:
             return current[1]
         if current is not None:
             current[1].stop()
-        sender = outlet.delivery.stomp_sender if outlet is not None else None
+        sender = outlet.stomp_sender if outlet is not None else None
         if outlet is None or sender is None:
             self._ingester_watch = None
             return None
@@ -361,7 +361,7 @@ class OutboxCommands:
             (settings.login or None, settings.passcode or None),
             on_change=self.ingester_changed,
         )
-        self._ingester_watch: tuple[Outlet, ingester.IngesterWatch] | None = (outlet, watch)
+        self._ingester_watch: tuple[Delivery, ingester.IngesterWatch] | None = (outlet, watch)
         return watch
 
     def ingester_changed(self, view: ingester.IngesterView) -> None:

@@ -30,8 +30,11 @@ class Described:
 
 DESCRIPTIONS: Mapping[str, Described] = {
     "queueURLs": Described(
-        "ActiveMQ brokers as host:port (port 61613 by default); several mean failover; "
-        "empty keeps messages in the outbox"
+        "ActiveMQ brokers as host:port (port 61613 by default), ssl://host:port for TLS; "
+        "several mean failover; empty keeps messages in the outbox"
+    ),
+    "queueCAFile": Described(
+        "CA certificates (PEM, absolute path) for ssl:// brokers; empty: the system's CAs"
     ),
     "queueName": Described(
         "STOMP destination of the ICAT ingester; a bare name means /queue/NAME",

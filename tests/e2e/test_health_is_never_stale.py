@@ -47,3 +47,14 @@ def test_the_meta_experiment_status_follows_its_outbox_without_a_write(
     first = oldest_age(status)
     time.sleep(2.5)
     assert oldest_age(beamline.meta.status()) >= first + 2, "the age grows while it waits"
+
+
+def test_a_logbook_message_is_in_status_when_the_call_returns(beamline: Beamline) -> None:
+    manager = beamline.manager
+    beamline.open_session("hg902", "s902", "/data/visitor/hg902")
+    for n in range(1, 4):
+        before = manager.read_attribute("undeliveredCount").value
+        manager.command_inout("userComment", f"comment {n}")
+        assert manager.read_attribute("undeliveredCount").value == before + 1
+        found = re.search(r"(\d+) logbook messages?", manager.status())
+        assert found is not None and int(found.group(1)) >= 1, manager.status()

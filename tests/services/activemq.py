@@ -26,12 +26,14 @@ def drain(
     timeout: float = 60.0,
     expect: int | None = None,
     host: str = "127.0.0.1",
+    ca_file: str | None = None,
 ) -> list[tuple[dict[str, str], str]]:
     """Consume everything on a queue: (headers, body) per message, in arrival order.
 
     Stops when `expect` messages arrived (then waits `idle` more for extras), or when
     nothing arrived for `idle` seconds, or at `timeout`. Acknowledges each message, so
-    a later drain does not see it again.
+    a later drain does not see it again. With `ca_file`, over TLS (`port` is then the
+    broker's stomp+ssl port), the certificate checked against that CA.
     """
     received: queue.Queue[tuple[dict[str, str], str]] = queue.Queue()
 
@@ -40,6 +42,8 @@ def drain(
             received.put((dict(frame.headers), frame.body))
 
     conn = stomp.Connection12([(host, port)])
+    if ca_file is not None:
+        conn.set_ssl(for_hosts=[(host, port)], ca_certs=ca_file, verify=True)
     conn.set_listener("drain", Listener())
     conn.connect(wait=True)
     conn.subscribe(destination=destination, id="drain", ack="auto")

@@ -137,6 +137,31 @@ def test_queue_urls_become_typed_addresses_with_the_default_port() -> None:
     assert [str(b) for b in settings.delivery.brokers][:2] == ["broker1:61614", "broker2:61613"]
 
 
+def test_ssl_entries_mean_tls_and_mix_with_plain_ones_for_failover() -> None:
+    settings = manager(
+        queueURLs=["ssl://broker1:61614", "broker2:61613", "STOMP+SSL://[::1]:7", "stomp://b3:1"]
+    )
+    assert settings.delivery.brokers == (
+        BrokerAddress("broker1", 61614, tls=True),
+        BrokerAddress("broker2", 61613),
+        BrokerAddress("::1", 7, tls=True),
+        BrokerAddress("b3", 1),
+    )
+    assert str(settings.delivery.brokers[0]) == "ssl://broker1:61614"
+    assert "ssl://broker1:61614" in repr(settings.delivery)
+    assert settings.delivery.ca_file == ""
+
+
+def test_queue_ca_file_is_an_absolute_path_read_as_class_or_device_property() -> None:
+    assert "queueCAFile" in config.CLASS_PROPERTIES["MetaExperiment"]
+    assert "queueCAFile" in config.CLASS_PROPERTIES["MetadataManager"]
+    assert "queueCAFile" in config.SINGLE_VALUED
+    settings = manager(queueURLs=["ssl://broker:61614"], queueCAFile=["/etc/icat/ca.pem"])
+    assert settings.delivery.ca_file == "/etc/icat/ca.pem"
+    message = refused({**MANAGER, "queueCAFile": ["ca.pem"]})
+    assert "property queueCAFile 'ca.pem' is not an absolute path" in message
+
+
 @pytest.mark.parametrize("entry", ["localhost:stomp", "host:0", "host:65536", "a/b:1", ":61613"])
 def test_a_queue_url_that_is_not_host_port_is_refused(entry: str) -> None:
     message = refused({**MANAGER, "queueURLs": [entry]})

@@ -182,11 +182,6 @@ def run(keep: bool = False) -> int:
         tango_host = database.tango_host
         meta = tango.DeviceProxy(f"tango://{tango_host}/{META}")
         manager = tango.DeviceProxy(f"tango://{tango_host}/{MANAGER}")
-        deadline = time.monotonic() + 10
-        while manager.state() == tango.DevState.OFF and "reached" in manager.status():
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
         print(f"servers up: {META} {meta.state()}, {MANAGER} {manager.state()}\n")
         today = dt.date.today().strftime("%Y%m%d")
         session(meta, manager, root / "data" / "visitor" / "hg123" / "id00" / today)
